@@ -43,31 +43,52 @@ class LeakyBucket:
         self._at = self._clock.now()
 
 
+class _MethodWindow:
+    """One method's charges in the window, with their running sum."""
+
+    __slots__ = ("entries", "total")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, float]] = deque()
+        self.total = 0.0
+
+
 class OperatingBudget:
     """Per-method sums of execution time over a sliding 10-minute window."""
 
     def __init__(self, clock: Clock, limit: float) -> None:
         self._clock = clock
         self.limit = limit
-        self._spent: dict[str, deque[tuple[float, float]]] = {}
+        self._spent: dict[str, _MethodWindow] = {}
 
-    def _window(self, method: str) -> deque[tuple[float, float]]:
-        entries = self._spent.setdefault(method, deque())
+    def _window(self, method: str) -> _MethodWindow:
+        window = self._spent.get(method)
+        if window is None:
+            window = self._spent[method] = _MethodWindow()
         horizon = self._clock.now() - OPERATING_WINDOW
+        entries = window.entries
         while entries and entries[0][0] <= horizon:
-            entries.popleft()
-        return entries
+            window.total -= entries.popleft()[1]
+        if not entries:
+            window.total = 0.0  # no float drift left behind
+        return window
 
     def blocked(self, method: str) -> bool:
-        return sum(cost for _, cost in self._window(method)) > self.limit
+        return self._window(method).total > self.limit
 
     def charge(self, method: str, cost: float) -> tuple[float, int]:
         """Record ``cost`` seconds; return the method's sum in the window and when part frees."""
-        entries = self._window(method)
-        entries.append((self._clock.now(), cost))
-        total = sum(c for _, c in entries)
+        window = self._window(method)
+        now = self._clock.now()
+        entries = window.entries
+        # Charges within one second share an entry, so a window holds at most 600 of them.
+        if entries and int(entries[-1][0]) == int(now):
+            entries[-1] = (entries[-1][0], entries[-1][1] + cost)
+        else:
+            entries.append((now, cost))
+        window.total += cost
         reset_at = int(entries[0][0] + OPERATING_WINDOW)
-        return total, reset_at
+        return window.total, reset_at
 
     def reset(self) -> None:
         self._spent.clear()

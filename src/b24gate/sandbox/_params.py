@@ -64,9 +64,8 @@ def parse_php_pairs(pairs: Iterable[tuple[str, str]]) -> Params:
                 child = {}
                 node[name] = child
             node = child
-    result = _listify(root)
-    assert isinstance(result, dict)
-    return result
+    # $_REQUEST itself stays a map even when its keys are 0..n-1 (`?0=a` must not become a list).
+    return {k: _listify(v) for k, v in root.items()}
 
 
 def parse_php_query(query: str) -> Params:
