@@ -38,9 +38,18 @@ def sandbox_process(*flags: str, core: int = 0) -> Iterator[tuple[str, str]]:
         secret = os.urandom(24).hex()
         secret_file.write_text(secret)
         cmd = [
-            sys.executable, "-m", "b24gate", "sandbox", "--auto-approve",
-            "--client-id", CLIENT_ID, "--client-secret-file", str(secret_file),
-            "--redirect-uri", REDIRECT, *flags,
+            sys.executable,
+            "-m",
+            "b24gate",
+            "sandbox",
+            "--auto-approve",
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret-file",
+            str(secret_file),
+            "--redirect-uri",
+            REDIRECT,
+            *flags,
         ]
         proc = subprocess.Popen(pinned(cmd, core), stdout=subprocess.PIPE, text=True)
         try:
@@ -63,8 +72,14 @@ def access_token(base_url: str, secret: str) -> str:
     except urllib.error.HTTPError as redirect:
         location = redirect.headers["Location"]
     code = parse_qs(urlsplit(location).query)["code"][0]
-    form = urlencode({"grant_type": "authorization_code", "client_id": CLIENT_ID,
-                      "client_secret": secret, "code": code}).encode()
+    form = urlencode(
+        {
+            "grant_type": "authorization_code",
+            "client_id": CLIENT_ID,
+            "client_secret": secret,
+            "code": code,
+        }
+    ).encode()
     with urllib.request.urlopen(f"{base_url}/oauth/token/", data=form, timeout=10) as response:
         token: str = json.load(response)["access_token"]
     return token

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _sandbox_proc import access_token, pinned, sandbox_process  # noqa: E402
+from _sandbox_proc import access_token, pinned, sandbox_process
 
 TARGET = 3000.0
 
@@ -37,7 +37,9 @@ def ensure_wrk() -> str:
     return found
 
 
-def run_wrk(wrk: str, url: str, token: str, seconds: int, connections: int) -> tuple[float, int, int]:
+def run_wrk(
+    wrk: str, url: str, token: str, seconds: int, connections: int
+) -> tuple[float, int, int]:
     """Return requests/s, requests, and non-2xx answers."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         # The token travels in the POST body, as the gateway sends it.
@@ -47,7 +49,9 @@ def run_wrk(wrk: str, url: str, token: str, seconds: int, connections: int) -> t
             'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
         )
     cmd = pinned([wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script.name, url], core=1)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, timeout=seconds + 60
+    ).stdout
     Path(script.name).unlink()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]

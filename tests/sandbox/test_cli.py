@@ -19,7 +19,9 @@ REDIRECT = "http://127.0.0.1:9/cb"
 def sandbox_process(*flags: str) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "b24gate", "sandbox", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         yield proc
@@ -38,15 +40,22 @@ def test_auto_approve_flow_ends_with_a_code_that_can_be_exchanged(tmp_path: Path
         base_url = proc.stdout.readline().strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", base_url)
         with httpx.Client(base_url=base_url, follow_redirects=False, timeout=10) as http:
-            redirect = http.get("/oauth/authorize/", params={"client_id": "local.sandbox", "state": "cli"})
+            redirect = http.get(
+                "/oauth/authorize/", params={"client_id": "local.sandbox", "state": "cli"}
+            )
             assert redirect.status_code == 302
             location = redirect.headers["location"]
             assert location.startswith(REDIRECT + "?")
             code = parse_qs(urlsplit(location).query)["code"][0]
-            tokens = http.post("/oauth/token/", data={
-                "grant_type": "authorization_code", "client_id": "local.sandbox",
-                "client_secret": "s3cr3t-for-the-test", "code": code,
-            })
+            tokens = http.post(
+                "/oauth/token/",
+                data={
+                    "grant_type": "authorization_code",
+                    "client_id": "local.sandbox",
+                    "client_secret": "s3cr3t-for-the-test",
+                    "code": code,
+                },
+            )
             assert tokens.status_code == 200
             profile = http.post("/rest/profile", data={"auth": tokens.json()["access_token"]})
             assert profile.json()["result"]["ID"] == "1"
@@ -54,12 +63,14 @@ def test_auto_approve_flow_ends_with_a_code_that_can_be_exchanged(tmp_path: Path
 
 def test_generated_secret_goes_to_stderr_only() -> None:
     with sandbox_process("--port", "0") as proc:
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         base_url = proc.stdout.readline().strip()
         first_err = proc.stderr.readline()
         assert base_url.startswith("http://")
         secret = re.search(r"client secret (\S+)", first_err)
-        assert secret is not None and len(secret.group(1)) >= 32
+        assert secret is not None
+        assert len(secret.group(1)) >= 32
         assert secret.group(1) not in base_url
 
 
@@ -67,7 +78,9 @@ def test_usage_errors_exit_2() -> None:
     for flags in (["--tls-cert", "x.pem"], ["--method-cost", "nonsense"], ["--rate", "-1"]):
         done = subprocess.run(
             [sys.executable, "-m", "b24gate", "sandbox", *flags],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert done.returncode == 2, flags
         assert done.stdout == ""
@@ -79,7 +92,9 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         port = proc.stdout.readline().strip().rsplit(":", 1)[1]
         done = subprocess.run(
             [sys.executable, "-m", "b24gate", "sandbox", "--port", port],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from b24gate.sandbox import Clock, SandboxServer
+from b24gate.sandbox import Clock
 from b24gate.sandbox._limits import LeakyBucket, OperatingBudget
 
 from .conftest import T0, MakeSandbox, connect, rest
@@ -24,7 +24,9 @@ async def limited(make_sandbox: MakeSandbox) -> AsyncIterator[tuple[httpx.AsyncC
         yield http, (await connect(http, sb))["access_token"]
 
 
-async def _statuses(http: httpx.AsyncClient, token: str, n: int, method: str = "profile") -> list[int]:
+async def _statuses(
+    http: httpx.AsyncClient, token: str, n: int, method: str = "profile"
+) -> list[int]:
     return [(await rest(http, method, token)).status_code for _ in range(n)]
 
 
@@ -130,9 +132,7 @@ async def _exhaust_deal_list(http: httpx.AsyncClient, token: str) -> list[dict[s
     return times
 
 
-async def _check_operating_limit(
-    sb: SandboxServer, http: httpx.AsyncClient, token: str, clock: Clock
-) -> None:
+async def _check_operating_limit(http: httpx.AsyncClient, token: str, clock: Clock) -> None:
     times = await _exhaust_deal_list(http, token)
     assert [round(t["operating"]) for t in times] == [100, 200, 300, 400, 500]
     assert {t["operating_reset_at"] for t in times} == {int(T0) + 600}
@@ -159,22 +159,20 @@ async def test_operating_time_blocks_one_method_for_ten_minutes(
     sb = await make_sandbox(method_costs=(("crm.deal.list", 100.0),))
     async with httpx.AsyncClient(base_url=sb.base_url, timeout=10) as http:
         token = (await connect(http, sb))["access_token"]
-        await _check_operating_limit(sb, http, token, clock)
+        await _check_operating_limit(http, token, clock)
 
 
 async def test_method_cost_set_through_the_control_api(
-    sandbox: SandboxServer, client: httpx.AsyncClient, token: str, clock: Clock
+    client: httpx.AsyncClient, token: str, clock: Clock
 ) -> None:
     answer = await client.post(
         "/_sandbox/method-cost", json={"method": "CRM.DEAL.LIST", "seconds": 100}
     )
     assert answer.json() == {"method": "crm.deal.list", "seconds": 100.0}
-    await _check_operating_limit(sandbox, client, token, clock)
+    await _check_operating_limit(client, token, clock)
 
 
-async def test_a_lower_operating_limit_and_reset(
-    client: httpx.AsyncClient, token: str
-) -> None:
+async def test_a_lower_operating_limit_and_reset(client: httpx.AsyncClient, token: str) -> None:
     await client.post("/_sandbox/method-cost", json={"method": "profile", "seconds": 10})
     await client.post("/_sandbox/limits", json={"operating_limit": 15})
     assert await _statuses(client, token, 3) == [200, 200, 429]

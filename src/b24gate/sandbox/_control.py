@@ -243,7 +243,6 @@ def _auth_base(sb: SandboxServer, app: App, scheme: str) -> Body:
     return {
         "domain": p.domain,
         "server_endpoint": f"{sb.base_url}/rest/",
-        "status": "L",
         "client_endpoint": p.client_endpoint(scheme),
         "member_id": p.member_id,
         "application_token": app.application_token,
@@ -269,6 +268,8 @@ async def _install(sb: SandboxServer, body: Body) -> Body:
         "expires_in": str(sb.config.access_ttl),
         "scope": ",".join(app.scope),
         **_auth_base(sb, app, sb.config.scheme),
+        # ONAPPINSTALL only: ONAPPUNINSTALL's auth has no status (on-app-uninstall.md).
+        "status": "L",
         "user_id": "1",
         "refresh_token": refresh,
         **overrides,

@@ -8,6 +8,7 @@ filters, ordering and paging come from :class:`EntityTable`.
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +74,11 @@ def _seed_deal(i: int) -> dict[str, Any]:
         "OPPORTUNITY": f"{(i % 1000) * 10}.00",
         "CURRENCY_ID": "RUB",
     }
+
+
+def _seed_product(i: int) -> dict[str, Any]:
+    # The default seed would put the title into the second field, which here is iblockId.
+    return {"iblockId": 1, "name": f"Product {i}"}
 
 
 ENTITIES: tuple[EntitySpec, ...] = (
@@ -157,6 +163,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
             FieldSpec("timestampX", "datetime", read_only=True),
         ),
         title="Product",
+        seed=_seed_product,
     ),
 )
 
@@ -235,9 +242,11 @@ class EntityTable:
     records: dict[int, dict[str, Any]] = field(default_factory=dict)
     ids: list[int] = field(default_factory=list)
     next_id: int = 1
+    # The portal's clock, so DATE_CREATE/DATE_MODIFY agree with server.time under a test clock.
+    now: Callable[[], float] = time.time
 
     def _stamp(self) -> str:
-        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        return datetime.fromtimestamp(self.now(), UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
     def _normalise(self, name: str, value: Any) -> Any:
         if self.spec.style == "catalog":

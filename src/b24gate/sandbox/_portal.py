@@ -78,7 +78,7 @@ class Portal:
             App(config.client_id, config.client_secret, config.scope, config.redirect_uri)
         )
         self.member_id = config.member_id
-        self.tables = {spec.prefix: EntityTable(spec) for spec in ENTITIES}
+        self.tables = {spec.prefix: EntityTable(spec, now=self.clock.now) for spec in ENTITIES}
         self.users = _users()
         self.webhooks: dict[tuple[int, str], Webhook] = {}
         self.bucket = LeakyBucket(self.clock, config.rate, config.burst)
