@@ -108,9 +108,11 @@ class OAuthServer:
             raise OAuthError(400, "invalid_request", f"{what} is required")
         if key in self.revoked:
             raise self.revoked[key]
-        grant = store.pop(key, None)  # single use: the first attempt consumes it
+        grant = store.get(key)
         if grant is None or grant.client_id != app.client_id:
+            # Another app's token is refused without spending it.
             raise OAuthError(400, "invalid_grant", f"Invalid {what}")
+        del store[key]  # single use: the first valid attempt consumes it
         if grant.expires_at <= self.clock.now():
             raise OAuthError(400, "invalid_grant", f"{what} has expired")
         return grant
