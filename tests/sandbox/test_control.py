@@ -647,3 +647,15 @@ async def test_bodies_that_are_not_a_json_object_are_refused(
 async def test_an_empty_body_means_defaults(client: httpx.AsyncClient) -> None:
     assert (await client.post("/_sandbox/expire-access-tokens")).status_code == 200
     assert (await client.post("/_sandbox/clock")).json() == {"now": T0, "frozen": True}
+
+
+async def test_received_lists_every_url_the_sandbox_saw(
+    client: httpx.AsyncClient, sandbox: SandboxServer, token: str
+) -> None:
+    await client.get("/rest/profile.json", params={"auth": token, "x": "1"})
+    await client.post("/rest/server.time", data={"auth": token})
+    urls = (await client.get("/_sandbox/received")).json()["urls"]
+    assert urls[0].startswith("/oauth/authorize/?client_id=local.sandbox")
+    assert "/oauth/token/" in urls
+    assert f"/rest/profile.json?auth={token}&x=1" in urls
+    assert urls[-1] == "/rest/server.time"

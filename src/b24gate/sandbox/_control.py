@@ -94,6 +94,10 @@ async def _secrets(sb: SandboxServer, body: Body) -> Body:
     return {"secrets": list(sb.portal.oauth.issued)}
 
 
+async def _received(sb: SandboxServer, body: Body) -> Body:
+    return {"urls": list(sb.portal.received)}
+
+
 async def _expire(sb: SandboxServer, body: Body) -> Body:
     return {"expired": sb.portal.oauth.expire_access_tokens()}
 
@@ -306,6 +310,7 @@ _ROUTES: dict[tuple[str, str], Endpoint] = {
     ("GET", "counters"): _counters,
     ("POST", "counters/reset"): _reset_counters,
     ("GET", "secrets"): _secrets,
+    ("GET", "received"): _received,
     ("POST", "expire-access-tokens"): _expire,
     ("POST", "revoke-refresh-tokens"): _revoke,
     ("POST", "faults"): _faults,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -88,6 +89,8 @@ class Portal:
         self.auto_approve = config.auto_approve
         self.faults = FaultQueue()
         self.counters = RestCounters()
+        # Every URL (path and query) the portal and OAuth server received, newest last.
+        self.received: deque[str] = deque(maxlen=100_000)
         # The portal's current host[:port]; known once the server listens.
         self.domain = ""
         self.old_domains: set[str] = set()

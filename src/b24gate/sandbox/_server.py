@@ -122,7 +122,8 @@ class SandboxServer:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _count_secret_query(self, request: web.Request) -> None:
+    def _record(self, request: web.Request) -> None:
+        self.portal.received.append(request.path_qs)
         if any(key in _SECRET_QUERY_KEYS for key in request.query):
             self.portal.counters.secret_in_query += 1
 
@@ -169,7 +170,7 @@ class SandboxServer:
         portal = self.portal
         counters = portal.counters
         counters.rest_calls += 1
-        self._count_secret_query(request)
+        self._record(request)
         counters.in_flight += 1
         counters.max_concurrent = max(counters.max_concurrent, counters.in_flight)
         try:
@@ -217,6 +218,7 @@ class SandboxServer:
     # -- the OAuth server -------------------------------------------------------------
 
     async def _authorize(self, request: web.Request) -> web.Response:
+        self.portal.received.append(request.path_qs)
         moved = self._moved(request)
         if moved is not None:
             return moved
@@ -283,7 +285,7 @@ class SandboxServer:
         return web.Response(text=text, status=status, content_type="text/html")
 
     async def _token(self, request: web.Request) -> web.Response:
-        self._count_secret_query(request)
+        self._record(request)
         fault = self.portal.faults.take("oauth")
         if fault is not None:
             answered = await self._fault(request, fault)
