@@ -6,13 +6,22 @@ one-line message, 2 usage error (DESIGN §3).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import ipaddress
+import json
+import logging
+import os
 import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 
+from .errors import B24GateError
 from .sandbox import SandboxConfig
 from .sandbox import run as run_sandbox
 from .sandbox._config import (
@@ -24,11 +33,15 @@ from .sandbox._config import (
     DEFAULT_SCOPE,
     new_secret,
 )
+from .settings import Settings, load_settings
+
+T = TypeVar("T")
+DEFAULT_OAUTH_URL = "https://oauth.bitrix.info"
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     typer.echo(f"b24gate: {message}", err=True)
     raise typer.Exit(1)
 
@@ -132,9 +145,425 @@ def sandbox(
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
+portal_app = typer.Typer(no_args_is_help=True, help="Register, connect and inspect portals.")
+client_app = typer.Typer(no_args_is_help=True, help="Client API keys.")
+db_app = typer.Typer(no_args_is_help=True, help="The database.")
+app.add_typer(portal_app, name="portal")
+app.add_typer(client_app, name="client")
+app.add_typer(db_app, name="db")
+
+_state: dict[str, Path | None] = {"config": None}
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (or B24GATE_CONFIG).")
+    ] = None,
+) -> None:
     """b24gate: an OAuth 2.0 gateway between 1C (or any client) and Bitrix24."""
+    _state["config"] = config
+
+
+def settings() -> Settings:
+    return load_settings(_state["config"])
+
+
+def run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Run one async command; a known error becomes one line on stderr and exit 1."""
+    try:
+        return asyncio.run(work(settings()))
+    except B24GateError as exc:
+        fail(exc.message)
+
+
+async def _with_gateway(cfg: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    from .core import Gateway
+
+    gateway = await Gateway.open(cfg)
+    try:
+        return await work(gateway)
+    finally:
+        await gateway.close()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalise_url(value: str, what: str) -> tuple[str, str]:
+    """``(base URL, domain)``: https only, except loopback (the sandbox); no path, query or user."""
+    parts = urlsplit(value.strip())
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host:
+        raise typer.BadParameter(f"{value!r} is not an http(s) URL", param_hint=what)
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise typer.BadParameter(
+            "must be https:// (http is allowed only on loopback)", param_hint=what
+        )
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path.strip("/"):
+        raise typer.BadParameter("give only scheme://host[:port], without a path", param_hint=what)
+    default_port = 443 if parts.scheme == "https" else 80
+    shown_host = f"[{host}]" if ":" in host else host
+    domain = shown_host if parts.port in (None, default_port) else f"{shown_host}:{parts.port}"
+    return f"{parts.scheme}://{domain}", domain
+
+
+def _read_client_secret(file: Path | None, env: str | None) -> str:
+    if (file is None) == (env is None):
+        raise typer.BadParameter("give exactly one of --client-secret-file and --client-secret-env")
+    if file is not None:
+        return _read_secret(file)
+    value = os.environ.get(env or "", "").strip()
+    if not value:
+        fail(f"the environment variable {env} is empty or unset")
+    return value
+
+
+def _when(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else None
+
+
+@portal_app.command("add")
+def portal_add(
+    name: Annotated[str, typer.Argument(help="A short name clients will use, e.g. `main`.")],
+    url: Annotated[str, typer.Option(help="The portal, e.g. https://company.bitrix24.ru")],
+    client_id: Annotated[str, typer.Option(help="The local or marketplace app's client id.")],
+    client_secret_file: Annotated[
+        Path | None, typer.Option(help="File holding the client secret.")
+    ] = None,
+    client_secret_env: Annotated[
+        str | None, typer.Option(help="Variable holding the client secret.")
+    ] = None,
+    scope: Annotated[str, typer.Option(help="The scope you expect the app card to grant.")] = "",
+    oauth_url: Annotated[str, typer.Option(help="The OAuth server.")] = DEFAULT_OAUTH_URL,
+    oauth_method: Annotated[
+        str, typer.Option("--token-method", help="POST (default) or GET for token requests.")
+    ] = "POST",
+) -> None:
+    """Register a portal. Then connect it with `b24gate portal authorize NAME`."""
+    from .store import NewPortal, StoreConflict
+
+    if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
+        raise typer.BadParameter("letters, digits, - and _ only (at most 64)", param_hint="NAME")
+    base, domain = normalise_url(url, "--url")
+    oauth_base, _ = normalise_url(oauth_url, "--oauth-url")
+    if oauth_method.upper() not in ("POST", "GET"):
+        raise typer.BadParameter("POST or GET", param_hint="--token-method")
+    secret = _read_client_secret(client_secret_file, client_secret_env)
+    new = NewPortal(
+        name=name,
+        url=base,
+        domain=domain,
+        client_id=client_id,
+        client_secret=secret,
+        oauth_url=oauth_base,
+        scope=scope.replace(" ", ""),
+        token_method=oauth_method.upper(),
+    )
+
+    async def work(cfg: Settings) -> None:
+        async def add(gw: Any) -> None:
+            try:
+                await gw.store.add_portal(new)
+            except StoreConflict as exc:
+                fail(str(exc))
+
+        await _with_gateway(cfg, add)
+
+    run(work)
+    typer.echo(
+        f"portal {name} registered; connect it with: b24gate portal authorize {name}", err=True
+    )
+
+
+@portal_app.command("authorize")
+def portal_authorize(
+    name: str,
+    force: Annotated[
+        bool, typer.Option(help="Allow connecting to another Bitrix24 (member_id).")
+    ] = False,
+) -> None:
+    """Print a one-time URL (valid 15 minutes) that an administrator opens to grant access."""
+
+    async def work(cfg: Settings) -> str:
+        async def ticket(gw: Any) -> str:
+            portal = await gw.store.portal(name)
+            if portal is None:
+                fail(f"no portal {name!r}; see `b24gate portal list`")
+            url: str = await gw.connector.ticket_url(portal, force=force)
+            return url
+
+        return await _with_gateway(cfg, ticket)
+
+    typer.echo(run(work))
+    typer.echo(
+        "open it in a browser signed in to the portal as an administrator (valid 15 minutes)",
+        err=True,
+    )
+
+
+def _status(portal: Any, grant: Any) -> dict[str, Any]:
+    return {
+        "name": portal.name,
+        "domain": portal.domain,
+        "member_id": portal.member_id,
+        "state": portal.state,
+        "reason": portal.state_reason,
+        "access_expires_at": _when(grant.access_expires_at) if grant else None,
+        "refresh_obtained_at": _when(grant.refresh_obtained_at) if grant else None,
+    }
+
+
+@portal_app.command("status")
+def portal_status(
+    name: str, as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
+) -> None:
+    """The portal's token state."""
+
+    async def work(cfg: Settings) -> dict[str, Any]:
+        async def status(gw: Any) -> dict[str, Any]:
+            portal = await gw.store.portal(name)
+            if portal is None:
+                fail(f"no portal {name!r}; see `b24gate portal list`")
+            return _status(portal, await gw.store.grant(portal))
+
+        return await _with_gateway(cfg, status)
+
+    info = run(work)
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in info.items() if k != "reason"}))
+        return
+    lines = [f"{k}: {v}" for k, v in info.items() if v is not None]
+    if info["state"] == "needs_authorization":
+        lines.append(f"fix: b24gate portal authorize {name}")
+    typer.echo("\n".join(lines))
+
+
+@portal_app.command("list")
+def portal_list() -> None:
+    """Every portal and its state."""
+
+    async def work(cfg: Settings) -> list[dict[str, Any]]:
+        async def listing(gw: Any) -> list[dict[str, Any]]:
+            return [_status(p, await gw.store.grant(p)) for p in await gw.store.portals()]
+
+        return await _with_gateway(cfg, listing)
+
+    for info in run(work):
+        typer.echo(f"{info['name']}\t{info['domain']}\t{info['state']}")
+
+
+@client_app.command("add")
+def client_add(
+    name: str,
+    portal: Annotated[list[str], typer.Option(help="A portal this key may use (repeatable).")],
+    methods: Annotated[
+        str, typer.Option(help="Allowed method patterns, e.g. 'crm.*,catalog.*'.")
+    ] = "",
+    ip: Annotated[list[str] | None, typer.Option(help="Allowed caller CIDR (repeatable).")] = None,
+) -> None:
+    """Create a client API key; it is printed once and only its hash is stored."""
+    from .core import new_key
+    from .store import StoreConflict
+
+    for cidr in ip or []:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{cidr!r} is not an address or CIDR", param_hint="--ip"
+            ) from None
+    patterns = [m.strip() for m in methods.split(",") if m.strip()]
+    key = new_key()
+
+    async def work(cfg: Settings) -> None:
+        async def add(gw: Any) -> None:
+            try:
+                await gw.store.add_client(
+                    name, key.key_id, key.key_hash, list(portal), patterns, list(ip or []), False
+                )
+            except StoreConflict as exc:
+                fail(str(exc))
+
+        await _with_gateway(cfg, add)
+
+    run(work)
+    typer.echo(key.key)
+    typer.echo(f"client {name}: keep this key now, it is not shown again", err=True)
+
+
+@client_app.command("list")
+def client_list() -> None:
+    """Every client, its portals and whether it is revoked."""
+
+    async def work(cfg: Settings) -> list[Any]:
+        async def listing(gw: Any) -> list[Any]:
+            clients: list[Any] = await gw.store.clients()
+            return clients
+
+        return await _with_gateway(cfg, listing)
+
+    for c in run(work):
+        state = "revoked" if c.revoked_at else "active"
+        typer.echo(f"{c.name}\t{','.join(c.portals)}\t{','.join(c.methods) or '*'}\t{state}")
+
+
+@client_app.command("revoke")
+def client_revoke(name: str) -> None:
+    """Revoke a client key; its next call is refused."""
+
+    async def work(cfg: Settings) -> bool:
+        async def revoke(gw: Any) -> bool:
+            done: bool = await gw.store.revoke_client(name)
+            return done
+
+        return await _with_gateway(cfg, revoke)
+
+    if not run(work):
+        fail(f"no active client {name!r}")
+    typer.echo(f"client {name} revoked", err=True)
+
+
+@app.command("call")
+def call_command(
+    portal: str,
+    method: str,
+    params: Annotated[str, typer.Argument(help="JSON object of parameters.")] = "{}",
+) -> None:
+    """One call from the shell, through the same core; prints Bitrix24's answer."""
+    from .bitrix import valid_method
+    from .errors import NeedsAuthorization
+
+    try:
+        parsed = json.loads(params)
+    except ValueError:
+        raise typer.BadParameter("not JSON", param_hint="JSON") from None
+    if not isinstance(parsed, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="JSON")
+    if not valid_method(method):
+        raise typer.BadParameter("not a Bitrix24 method name", param_hint="METHOD")
+
+    async def work(cfg: Settings) -> Any:
+        async def forward(gw: Any) -> Any:
+            record = await gw.store.portal(portal)
+            if record is None:
+                fail(f"no portal {portal!r}; see `b24gate portal list`")
+            if record.state != "connected":
+                raise NeedsAuthorization(
+                    record.name, record.state_reason or "the portal was never connected"
+                )
+            return await gw.dispatcher.forward(record, method, parsed)
+
+        return await _with_gateway(cfg, forward)
+
+    typer.echo(json.dumps(run(work), ensure_ascii=False))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (the gateway also does this at start)."""
+
+    async def work(cfg: Settings) -> None:
+        await _with_gateway(cfg, _noop)
+
+    run(work)
+    typer.echo("database is up to date", err=True)
+
+
+async def _noop(gw: Any) -> None:
+    return None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.", min=0, max=65535)] = 8080,
+) -> None:
+    """Run the gateway."""
+    try:
+        cfg = settings()
+    except B24GateError as exc:
+        fail(exc.message)
+    _logging(cfg.log_level)
+    try:
+        _event_loop_run(_serve(cfg, host, port))
+    except B24GateError as exc:
+        fail(exc.message)
+    except KeyboardInterrupt:
+        pass
+
+
+def _event_loop_run(work: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        asyncio.run(work)
+    else:
+        uvloop.run(work)
+
+
+async def _serve(cfg: Settings, host: str, port: int) -> None:
+    """Open the store first, so a bad key or database is one clear line, not a traceback."""
+    import uvicorn
+
+    from .api import create_app
+    from .core import Gateway
+
+    gateway = await Gateway.open(cfg)
+    try:
+        gateway.start_background()
+        config = uvicorn.Config(
+            create_app(cfg, gateway),
+            host=host,
+            port=port,
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        await server.serve()
+        if not server.started:
+            raise B24GateError(f"the gateway could not listen on {host}:{port}")
+    finally:
+        await gateway.close()
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="The gateway's port.", min=1, max=65535)] = 8080,
+) -> None:
+    """Run the sandbox and the gateway together, connected; print a curl and a 1C snippet."""
+    from ._demo import run_demo
+
+    try:
+        cfg = settings()
+        if "B24GATE_PUBLIC_URL" not in os.environ:
+            cfg = cfg.model_copy(update={"public_url": f"http://127.0.0.1:{port}"})
+    except B24GateError as exc:
+        fail(exc.message)
+    _logging("WARNING")
+    try:
+        asyncio.run(run_demo(cfg, port))
+    except B24GateError as exc:
+        fail(exc.message)
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:

@@ -1,0 +1,145 @@
+"""``b24gate demo``: the sandbox and the gateway together, connected, with a client key.
+
+Everything a newcomer needs to see b24gate work on one machine: the portal is connected
+through the real OAuth flow (the gateway's ticket, the sandbox's authorize page, the
+gateway's callback), then a ready ``curl`` and a 1C snippet are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from urllib.parse import urlsplit
+
+import aiohttp
+import uvicorn
+
+from .api import create_app
+from .core import Gateway, new_key
+from .errors import B24GateError
+from .sandbox import SandboxConfig, SandboxServer
+from .sandbox._config import new_secret
+from .settings import Settings
+from .store import NewPortal
+
+PORTAL = "demo"
+
+
+def _snippets(public_url: str, key: str) -> str:
+    host, port = urlsplit(public_url).hostname, urlsplit(public_url).port or 80
+    return f"""\
+# Try it:
+curl -s {public_url}/api/v1/call \\
+  -H 'Authorization: Bearer {key}' \\
+  -H 'Content-Type: application/json' \\
+  -d '{{"method": "crm.deal.list", "params": {{"select": ["ID", "TITLE"]}}}}'
+
+// 1C:Enterprise (see docs/1c.md for the full module):
+Соединение = Новый HTTPСоединение("{host}", {port});
+Запрос = Новый HTTPЗапрос("/api/v1/call");
+Запрос.Заголовки.Вставить("Authorization", "Bearer {key}");
+Запрос.Заголовки.Вставить("Content-Type", "application/json; charset=utf-8");
+Запрос.УстановитьТелоИзСтроки("{{""method"": ""crm.deal.list""}}", КодировкаТекста.UTF8);
+Ответ = Соединение.ОтправитьДляОбработки(Запрос);
+Сообщить(Ответ.ПолучитьТелоКакСтроку());
+"""
+
+
+async def _register(gateway: Gateway, sandbox: SandboxServer) -> None:
+    store = gateway.store
+    url, domain = sandbox.base_url, sandbox.portal.domain
+    client_id, secret = sandbox.config.client_id, sandbox.config.client_secret
+    if await store.portal(PORTAL) is None:
+        await store.add_portal(
+            NewPortal(
+                name=PORTAL,
+                url=url,
+                domain=domain,
+                client_id=client_id,
+                client_secret=secret,
+                oauth_url=url,
+                scope="crm,catalog,user",
+            )
+        )
+    else:
+        # A new sandbox each run: a new address, secret and member_id.
+        await store.update_portal(
+            PORTAL,
+            url=url,
+            domain=domain,
+            client_id=client_id,
+            client_secret=secret,
+            oauth_url=url,
+            member_id=None,
+            client_endpoint=None,
+        )
+        await store.mark_portal(PORTAL, "not_connected", None)
+
+
+async def _connect(gateway: Gateway) -> None:
+    portal = await gateway.store.portal(PORTAL)
+    assert portal is not None
+    url = await gateway.connector.ticket_url(portal, force=True)
+    async with aiohttp.ClientSession() as browser, browser.get(url) as page:
+        text = await page.text()
+        if page.status != 200 or "Portal connected" not in text:
+            raise B24GateError(f"the demo portal did not connect (HTTP {page.status})")
+
+
+async def run_demo(settings: Settings, port: int) -> None:
+    sandbox = SandboxServer(
+        SandboxConfig(
+            client_secret=new_secret(50),
+            redirect_uri=f"{settings.public_url}/oauth/callback",
+            auto_approve=True,
+            seed_deals=25,
+        )
+    )
+    await sandbox.start()
+    gateway = await Gateway.open(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, gateway),
+            host="127.0.0.1",
+            port=port,
+            access_log=False,
+            log_config=None,
+            lifespan="on",
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if serving.done():
+                raise B24GateError(f"the gateway could not listen on 127.0.0.1:{port}")
+            await asyncio.sleep(0.02)
+        gateway.start_background()
+        await _register(gateway, sandbox)
+        await _connect(gateway)
+        key = new_key()
+        await gateway.store.add_client(
+            f"demo-{int(time.time())}", key.key_id, key.key_hash, [PORTAL], [], [], False
+        )
+        print(
+            f"sandbox portal {sandbox.base_url}, gateway {settings.public_url}: connected.",
+            file=sys.stderr,
+        )
+        print(_snippets(settings.public_url, key.key), flush=True)
+        print("Ctrl-C stops the demo.", file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        _done, _ = await asyncio.wait(
+            [asyncio.create_task(stop.wait()), serving], return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await serving
+        await gateway.close()
+        await sandbox.stop()

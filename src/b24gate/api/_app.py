@@ -1,0 +1,242 @@
+"""The HTTP surface (DESIGN §4): ``/api/v1/call``, the OAuth connect pages, health checks."""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from ..core import ConnectError, Gateway, authenticate, peer_address
+from ..errors import B24GateError, BodyTooLarge, RequestError
+from ..settings import Settings
+from ._errors import error_response, json_response
+
+log = logging.getLogger("b24gate.calls")
+_BOM = b"\xef\xbb\xbf"
+_CALL_FIELDS = frozenset({"portal", "domain", "method", "params"})
+
+
+class CallRequest(BaseModel):
+    """The body of ``POST /api/v1/call`` (documentation; parsing is stricter, see below)."""
+
+    portal: str | None = Field(None, description="A registered portal's name.")
+    domain: str | None = Field(
+        None, description="Or its registered domain, e.g. company.bitrix24.ru."
+    )
+    method: str = Field(description="A Bitrix24 REST method, e.g. crm.deal.add.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The method's parameters.")
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    params: dict[str, Any]
+    portal: str | None
+    domain: str | None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_call(raw: bytes) -> Call:
+    """Strict: a JSON object (a UTF-8 BOM allowed, as 1C writes one) with known fields."""
+    try:
+        body = json.loads(raw.removeprefix(_BOM).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise RequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object", code="invalid_json")
+    unknown = sorted(set(body) - _CALL_FIELDS)
+    if unknown:
+        raise RequestError(f"unknown field(s): {', '.join(unknown)}")
+    method = body.get("method")
+    if not isinstance(method, str) or not method:
+        raise RequestError("`method` is required and must be a string")
+    params = body.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise RequestError("`params` must be a JSON object")
+    portal, domain = body.get("portal"), body.get("domain")
+    for name, value in (("portal", portal), ("domain", domain)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise RequestError(f"`{name}` must be a non-empty string")
+    if portal is not None and domain is not None:
+        raise RequestError("give `portal` or `domain`, not both")
+    return Call(method, params, portal, domain)
+
+
+def _page(title: str, message: str, status: int) -> HTMLResponse:
+    body = (
+        "<!doctype html><meta charset='utf-8'><title>b24gate: " + html.escape(title) + "</title>"
+        "<body style='font-family:sans-serif;max-width:40em;margin:3em auto'>"
+        f"<h1>{html.escape(title)}</h1><p>{message}</p></body>"
+    )
+    return HTMLResponse(body, status_code=status)
+
+
+def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
+    """The ASGI app; it opens its own :class:`Gateway` unless one is given (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = gateway is None
+        gw = gateway or await Gateway.open(settings)
+        app.state.gateway = gw
+        if owned:
+            gw.start_background()
+        try:
+            yield
+        finally:
+            if owned:
+                await gw.close()
+
+    app = FastAPI(
+        title="b24gate",
+        summary="An OAuth 2.0 gateway between 1C (or any HTTP client) and Bitrix24.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+
+    @app.post(
+        "/api/v1/call",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": CallRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def call(request: Request) -> Response:
+        """Forward one REST call to a portal with the portal's own token."""
+        gw: Gateway = request.app.state.gateway
+        started = time.perf_counter()
+        who = portal = method = "-"
+        status, upstream_ms = 500, 0.0
+        try:
+            client = await authenticate(gw.store, request.headers.get("authorization"))
+            who = client.name
+            payload = parse_call(await read_body(request, gw.settings.body_limit))
+            method = payload.method if len(payload.method) <= 100 else payload.method[:100] + "…"
+            address = peer_address(
+                request.client.host if request.client else None,
+                request.headers.get("x-forwarded-for"),
+                gw.settings.trusted_proxies,
+            )
+            result = await gw.dispatcher.call(
+                client,
+                payload.method,
+                payload.params,
+                portal_name=payload.portal,
+                domain=payload.domain,
+                address=address,
+            )
+            portal, upstream_ms, status = result.portal, result.upstream_ms, 200
+            return json_response({"success": True, "data": result.body})
+        except B24GateError as exc:
+            status = exc.status
+            return error_response(exc)
+        except Exception:
+            log.exception("unexpected error in /api/v1/call (client=%s method=%s)", who, method)
+            return error_response(B24GateError("internal error; see the gateway's log"))
+        finally:
+            log.info(
+                "client=%s portal=%s method=%s status=%d total_ms=%.1f upstream_ms=%.1f",
+                who,
+                portal,
+                method,
+                status,
+                (time.perf_counter() - started) * 1000,
+                upstream_ms,
+            )
+
+    @app.get("/oauth/start", include_in_schema=False)
+    async def oauth_start(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        ticket = request.query_params.get("ticket")
+        try:
+            if not ticket:
+                ticket_url = await _admin_ticket(gw, request)
+                ticket = ticket_url.split("ticket=", 1)[1]
+            target = await gw.connector.start(ticket)
+        except B24GateError as exc:
+            return _page("Cannot connect the portal", html.escape(exc.message), exc.status)
+        return RedirectResponse(target, status_code=302)
+
+    @app.get("/oauth/callback", include_in_schema=False)
+    async def oauth_callback(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        try:
+            done = await gw.connector.callback(dict(request.query_params))
+        except ConnectError as exc:
+            return _page("The portal was not connected", html.escape(exc.message), exc.status)
+        except B24GateError as exc:
+            return _page("The portal was not connected", html.escape(exc.message), exc.status)
+        notes = "".join(f"<br>Warning: {html.escape(w)}." for w in done.warnings)
+        return _page(
+            "Portal connected",
+            f"<b>{html.escape(done.portal)}</b> ({html.escape(done.domain)}, member_id "
+            f"{html.escape(done.member_id)}) is connected with scope "
+            f"<code>{html.escape(done.scope or '-')}</code>. You can close this page.{notes}",
+            200,
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        """The process is alive."""
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> Response:
+        """The store is reachable."""
+        gw: Gateway = request.app.state.gateway
+        try:
+            await gw.store.ping()
+        except Exception as exc:  # any failure of the store means not ready
+            return json_response({"status": "unavailable", "error": type(exc).__name__}, 503)
+        return json_response({"status": "ok"})
+
+    return app
+
+
+async def _admin_ticket(gw: Gateway, request: Request) -> str:
+    """``/oauth/start?portal=NAME`` with the admin token: a ticket made on the spot."""
+    expected = gw.settings.admin_token
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    name = request.query_params.get("portal")
+    if (
+        expected is None
+        or not given
+        or not name
+        or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
+    ):
+        raise ConnectError(
+            "a valid ticket (from `b24gate portal authorize`) is required",
+            status=403,
+            code="invalid_ticket",
+        )
+    portal = await gw.store.portal(name)
+    if portal is None:
+        raise ConnectError(f"no portal {name!r}", status=404, code="unknown_portal")
+    return await gw.connector.ticket_url(portal, force=request.query_params.get("force") == "1")

@@ -1,0 +1,44 @@
+"""Errors as the JSON every client gets (DESIGN §4)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.responses import Response
+
+from ..errors import B24GateError, BitrixError, RateLimited
+
+
+def dumps(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_body(exc: B24GateError) -> tuple[dict[str, Any], dict[str, str]]:
+    body: dict[str, Any] = {
+        "success": False,
+        "error": exc.message,
+        "code": exc.code,
+        "status": exc.status,
+    }
+    headers: dict[str, str] = {}
+    if isinstance(exc, BitrixError):
+        body["bitrix"] = {"error": exc.error, "error_description": exc.description}
+    if isinstance(exc, RateLimited):
+        seconds = max(1, math.ceil(exc.retry_after))
+        body["retry_after"] = seconds
+        headers["Retry-After"] = str(seconds)
+    elif exc.status == 503:
+        body["retry_after"] = 1
+        headers["Retry-After"] = "1"
+    return body, headers
+
+
+def error_response(exc: B24GateError) -> Response:
+    body, headers = error_body(exc)
+    return json_response(body, exc.status, headers)

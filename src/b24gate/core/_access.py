@@ -1,0 +1,132 @@
+"""Client keys and what each client may do: portals, methods (also inside ``batch``), addresses."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from ..errors import Forbidden, Unauthorized
+from ..store import Client, Store
+
+KEY_PREFIX = "b24_"
+_KEY = re.compile(r"^b24_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A freshly made client key: shown once, only ``key_hash`` is stored."""
+
+    key: str
+    key_id: str
+    key_hash: str
+
+
+def hash_key(key: str) -> str:
+    # The key carries 256 bits of entropy, so a plain SHA-256 cannot be brute-forced.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> NewKey:
+    key_id = secrets.token_hex(6)
+    key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    return NewKey(key, key_id, hash_key(key))
+
+
+def key_id_of(key: str) -> str | None:
+    match = _KEY.match(key)
+    return match.group(1) if match else None
+
+
+def key_matches(key: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_key(key), stored_hash)
+
+
+def bearer(header: str | None) -> str:
+    if not header:
+        raise Unauthorized("no client key: send `Authorization: Bearer <key>`")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized("no client key: send `Authorization: Bearer <key>`")
+    return value.strip()
+
+
+def method_allowed(patterns: Sequence[str], method: str) -> bool:
+    """Patterns like ``crm.*`` match case-insensitively, as Bitrix24 method names do."""
+    if not patterns:
+        return True
+    name = method.lower()
+    return any(fnmatchcase(name, p.lower()) for p in patterns)
+
+
+def batch_methods(params: Mapping[str, Any]) -> list[str]:
+    """The method of every command inside a ``batch`` (``cmd`` as a map or a list)."""
+    cmd = params.get("cmd")
+    commands: Iterable[Any]
+    if isinstance(cmd, Mapping):
+        commands = cmd.values()
+    elif isinstance(cmd, list):
+        commands = cmd
+    else:
+        return []
+    return [str(c).partition("?")[0].strip() for c in commands]
+
+
+def check_method(patterns: Sequence[str], method: str, params: Mapping[str, Any]) -> None:
+    """``batch`` itself is only a carrier: what counts is every command inside it."""
+    names = batch_methods(params) if method.lower() == "batch" else [method]
+    for name in names:
+        if not method_allowed(patterns, name):
+            raise Forbidden(f"this key may not call {name}", code="method_forbidden")
+
+
+def check_address(cidrs: Sequence[str], address: str | None) -> None:
+    if not cidrs:
+        return
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        raise Forbidden("the caller's address is not allowed", code="ip_forbidden") from None
+    if not any(ip in ipaddress.ip_network(c, strict=False) for c in cidrs):
+        raise Forbidden(f"address {ip} is not allowed for this key", code="ip_forbidden")
+
+
+def peer_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[str]) -> str | None:
+    """The caller's address: ``X-Forwarded-For`` counts only when the peer is a trusted proxy.
+
+    Walks the header from the right, skipping trusted proxies, so a client cannot forge
+    its address by sending the header itself.
+    """
+    if not forwarded_for or not trusted or peer is None:
+        return peer
+    networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
+
+    def is_trusted(value: str) -> bool:
+        try:
+            return any(ipaddress.ip_address(value) in n for n in networks)
+        except ValueError:
+            return False
+
+    if not is_trusted(peer):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            return hop
+    return hops[0] if hops else peer
+
+
+async def authenticate(store: Store, authorization: str | None) -> Client:
+    """The client behind an ``Authorization: Bearer`` header; revocation counts at once."""
+    key = bearer(authorization)
+    key_id = key_id_of(key)
+    client = await store.client_by_key_id(key_id) if key_id else None
+    if client is None or client.revoked_at is not None or not key_matches(key, client.key_hash):
+        raise Unauthorized("unknown or revoked client key")
+    return client

@@ -1,0 +1,171 @@
+"""Connecting a portal: one-time admin tickets, the OAuth ``state``, and the callback.
+
+``portal authorize`` makes a ticket URL; ``/oauth/start`` trades the ticket for a one-time
+``state`` and sends the browser to the portal's authorize page; ``/oauth/callback`` checks
+the state, that ``domain`` / ``member_id`` belong to the portal being connected, exchanges
+the code (it lives 30 s) and stores the tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
+from ..bitrix import OAuthClient
+from ..errors import B24GateError, OAuthError
+from ..store import Grant, Portal, Store
+from ._tokens import uses_get
+
+log = logging.getLogger("b24gate.connect")
+
+TICKET_TTL = 15 * 60.0
+STATE_TTL = 10 * 60.0
+
+
+class ConnectError(B24GateError):
+    """The connect flow cannot go on; the message is shown to the administrator."""
+
+    code = "connect_failed"
+    status = 400
+
+
+@dataclass(frozen=True)
+class Connected:
+    portal: str
+    domain: str
+    member_id: str
+    scope: str
+    warnings: tuple[str, ...]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _host(value: str) -> str:
+    return (urlsplit(value if "//" in value else f"//{value}").netloc or value).lower()
+
+
+class Connector:
+    def __init__(
+        self,
+        store: Store,
+        oauth: OAuthClient,
+        public_url: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._oauth = oauth
+        self._public_url = public_url.rstrip("/")
+        self._clock = clock
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self._public_url}/oauth/callback"
+
+    async def ticket_url(self, portal: Portal, *, force: bool = False) -> str:
+        ticket = secrets.token_urlsafe(32)
+        await self._store.add_ticket(_digest(ticket), portal.id, self._clock() + TICKET_TTL, force)
+        return f"{self._public_url}/oauth/start?{urlencode({'ticket': ticket})}"
+
+    async def start(self, ticket: str) -> str:
+        """Trade a ticket for the portal's authorize URL, carrying a fresh one-time state."""
+        used = await self._store.use_ticket(_digest(ticket), self._clock())
+        if used is None:
+            raise ConnectError(
+                "this link is unknown, used or expired: run `b24gate portal authorize` again",
+                status=403,
+                code="invalid_ticket",
+            )
+        portal_id, force = used
+        portal = await self._portal_by_id(portal_id)
+        state = secrets.token_urlsafe(32)
+        await self._store.add_state(_digest(state), portal.id, self._clock() + STATE_TTL, force)
+        query = urlencode(
+            {"client_id": portal.client_id, "state": state, "redirect_uri": self.redirect_uri}
+        )
+        return f"{portal.url.rstrip('/')}/oauth/authorize/?{query}"
+
+    async def _portal_by_id(self, portal_id: int) -> Portal:
+        for portal in await self._store.portals():
+            if portal.id == portal_id:
+                return portal
+        raise ConnectError(
+            "the portal of this link no longer exists", status=404, code="unknown_portal"
+        )
+
+    async def callback(self, query: Mapping[str, str]) -> Connected:
+        if query.get("error"):
+            raise ConnectError(
+                f"Bitrix24 did not grant access: {query.get('error')}", code="access_denied"
+            )
+        code, state = query.get("code"), query.get("state")
+        if not code or not state:
+            raise ConnectError("the callback lacks `code` or `state`", code="invalid_callback")
+        used = await self._store.use_state(_digest(state), self._clock())
+        if used is None:
+            raise ConnectError(
+                "unknown, used or expired state: start again from `b24gate portal authorize`",
+                status=403,
+                code="invalid_state",
+            )
+        portal_id, force = used
+        portal = await self._portal_by_id(portal_id)
+        domain = _host(query.get("domain", ""))
+        known = {portal.domain} | (
+            {_host(portal.client_endpoint)} if portal.client_endpoint else set()
+        )
+        if domain not in known:
+            raise ConnectError(
+                f"the grant came from {domain or 'an unnamed portal'}, not from {portal.domain}",
+                code="domain_mismatch",
+            )
+        member_id = query.get("member_id", "")
+        if portal.member_id and member_id != portal.member_id and not force:
+            raise ConnectError(
+                f"this is another Bitrix24 (member_id {member_id}) than the one {portal.name!r} "
+                "was connected to; if that is intended run "
+                f"`b24gate portal authorize {portal.name} --force`",
+                code="member_mismatch",
+            )
+        try:
+            tokens = await self._oauth.exchange_code(
+                portal.oauth_url,
+                portal.client_id,
+                portal.client_secret,
+                code,
+                use_get=uses_get(portal),
+            )
+        except OAuthError as exc:
+            raise ConnectError(
+                f"the OAuth server refused the code: {exc.error}", code="code_refused"
+            ) from None
+        if tokens.member_id and member_id and tokens.member_id != member_id:
+            raise ConnectError(
+                "the OAuth server answered for another portal", code="member_mismatch"
+            )
+        granted = query.get("scope", "")
+        await self._store.save_grant(
+            portal,
+            Grant(
+                access_token=tokens.access_token,
+                refresh_token=tokens.refresh_token,
+                access_expires_at=tokens.expires_at,
+                refresh_obtained_at=self._clock(),
+                user_id=tokens.user_id,
+                server_endpoint=tokens.server_endpoint,
+            ),
+            member_id=tokens.member_id or member_id,
+            client_endpoint=tokens.client_endpoint or None,
+            granted_scope=granted,
+        )
+        expected = {s for s in portal.scope.split(",") if s}
+        missing = sorted(expected - {s for s in granted.split(",") if s})
+        warnings = (f"the app card does not grant {', '.join(missing)}",) if missing else ()
+        log.info("portal=%s connected (member_id %s)", portal.name, tokens.member_id or member_id)
+        return Connected(portal.name, domain, tokens.member_id or member_id, granted, warnings)

@@ -1,0 +1,188 @@
+"""One call from a client to a portal: resolve, authorise, get a token, forward, retry safely.
+
+Retries happen only where they cannot duplicate a write: a connection refused before
+anything was sent, a 503 ``QUERY_LIMIT_EXCEEDED`` (Bitrix24 did not execute the call),
+and a refused token after one refresh. A timeout after sending is never retried for a
+write: the client gets ``upstream_outcome_unknown``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import stamina
+
+from ..bitrix import RestClient, is_read, valid_method
+from ..errors import (
+    Forbidden,
+    NeedsAuthorization,
+    OperationTimeLimit,
+    QueryLimitExceeded,
+    RateLimited,
+    RequestError,
+    TokenRejected,
+    UnknownPortal,
+    UpstreamUnreachable,
+)
+from ..store import Client, Portal, Store
+from ._access import check_address, check_method
+from ._tokens import TokenManager
+
+log = logging.getLogger("b24gate.calls")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    # Bitrix24 asks clients to back off at least 0.5 s after QUERY_LIMIT_EXCEEDED.
+    limit_attempts: int = 6
+    limit_wait: float = 0.5
+    limit_wait_max: float = 4.0
+
+
+@dataclass
+class CallResult:
+    body: dict[str, Any]
+    portal: str
+    upstream_ms: float
+
+
+def rest_base(portal: Portal) -> str:
+    """The portal's REST base: the OAuth server's ``client_endpoint`` for a moved portal."""
+    if portal.client_endpoint:
+        return (
+            portal.client_endpoint
+            if portal.client_endpoint.endswith("/")
+            else portal.client_endpoint + "/"
+        )
+    return portal.url.rstrip("/") + "/rest/"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        tokens: TokenManager,
+        rest: RestClient,
+        retry: RetryPolicy = RetryPolicy(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._rest = rest
+        self._retry = retry
+        self._clock = clock
+        # When each method's operating-time budget next frees up, from `time` blocks seen.
+        self._reset_at: dict[tuple[int, str], float] = {}
+
+    async def resolve(self, client: Client, name: str | None, domain: str | None) -> Portal:
+        """The portal a call names (by name or registered domain), or the client's only one."""
+        if name is not None:
+            portal = await self._store.portal(name)
+        elif domain is not None:
+            host = (
+                urlsplit(domain if "//" in domain else f"//{domain}").netloc.lower()
+                or domain.lower()
+            )
+            portal = await self._store.portal_by_domain(host)
+        elif len(client.portals) == 1:
+            portal = await self._store.portal(client.portals[0])
+        else:
+            raise RequestError("`portal` is required: this key may use several portals")
+        if portal is None:
+            raise UnknownPortal(f"no portal {name or domain!r} is registered")
+        if portal.name not in client.portals:
+            raise Forbidden(f"this key may not use portal {portal.name!r}", code="portal_forbidden")
+        return portal
+
+    async def call(
+        self,
+        client: Client,
+        method: str,
+        params: Mapping[str, Any],
+        *,
+        portal_name: str | None = None,
+        domain: str | None = None,
+        address: str | None = None,
+    ) -> CallResult:
+        if not valid_method(method):
+            raise RequestError(
+                f"{method[:80]!r} is not a Bitrix24 method name", code="invalid_method"
+            )
+        check_address(client.ips, address)
+        portal = await self.resolve(client, portal_name, domain)
+        check_method(client.methods, method, params)
+        if portal.state != "connected":
+            raise NeedsAuthorization(
+                portal.name, portal.state_reason or "the portal was never connected"
+            )
+        started = time.perf_counter()
+        body = await self.forward(portal, method, params)
+        return CallResult(body, portal.name, (time.perf_counter() - started) * 1000)
+
+    async def _forward(
+        self, portal: Portal, method: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        write = not is_read(method, params)
+        grant = await self._tokens.current(portal)
+        refreshed = False
+        retry = self._retry
+        async for attempt in stamina.retry_context(
+            on=_retryable,
+            attempts=retry.limit_attempts,
+            wait_initial=retry.limit_wait,
+            wait_max=retry.limit_wait_max,
+        ):
+            with attempt:
+                try:
+                    try:
+                        body = await self._rest.call(
+                            rest_base(portal), method, params, auth=grant.access_token, write=write
+                        )
+                    except TokenRejected:
+                        if refreshed:
+                            raise
+                        refreshed = True
+                        grant = await self._tokens.refresh(
+                            portal, grant.access_token, reason="token refused"
+                        )
+                        body = await self._rest.call(
+                            rest_base(portal), method, params, auth=grant.access_token, write=write
+                        )
+                except OperationTimeLimit as exc:
+                    reset_at = exc.reset_at or self._reset_at.get((portal.id, method.lower()))
+                    wait = max(1.0, (reset_at or self._clock() + 60) - self._clock())
+                    raise RateLimited(
+                        f"Bitrix24 blocked {method} for its operating time", wait
+                    ) from None
+                self._remember_reset(portal, method, body)
+                return body
+        raise AssertionError("unreachable: stamina re-raises the last error")
+
+    def _remember_reset(self, portal: Portal, method: str, body: Mapping[str, Any]) -> None:
+        timing = body.get("time")
+        if isinstance(timing, Mapping):
+            reset_at = timing.get("operating_reset_at")
+            if isinstance(reset_at, int | float):
+                self._reset_at[(portal.id, method.lower())] = float(reset_at)
+
+    async def forward(
+        self, portal: Portal, method: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            return await self._forward(portal, method, params)
+        except QueryLimitExceeded:
+            # Still refused after backing off: another application is draining the bucket.
+            raise RateLimited(
+                "Bitrix24's request limit is exhausted; retry later", self._retry.limit_wait_max
+            ) from None
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, QueryLimitExceeded):
+        return True
+    return isinstance(exc, UpstreamUnreachable) and not exc.sent

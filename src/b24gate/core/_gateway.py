@@ -1,0 +1,97 @@
+"""The gateway's parts wired together once, from settings: store, upstream session, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from ..bitrix import OAuthClient, RestClient
+from ..settings import Settings
+from ..store import Cipher, Store, database_url, load_master_key
+from ._connect import Connector
+from ._dispatcher import Dispatcher
+from ._tokens import TokenManager, TokenPolicy
+
+log = logging.getLogger("b24gate")
+
+KEEPALIVE_EVERY = 6 * 3600.0
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: Store
+    session: aiohttp.ClientSession
+    tokens: TokenManager
+    dispatcher: Dispatcher
+    connector: Connector
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Gateway:
+        key = load_master_key(
+            settings.data_dir,
+            settings.master_key.get_secret_value() if settings.master_key else None,
+            settings.master_key_file,
+        )
+        store = await Store.open(
+            database_url(settings.data_dir, settings.database_url), Cipher(key)
+        )
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
+            # Nothing of ours rides in cookies; Bitrix24's session cookies must not either.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        oauth = OAuthClient(
+            session,
+            aiohttp.ClientTimeout(
+                total=settings.oauth_timeout, connect=settings.upstream_connect_timeout
+            ),
+        )
+        rest = RestClient(
+            session,
+            aiohttp.ClientTimeout(
+                total=settings.upstream_timeout, connect=settings.upstream_connect_timeout
+            ),
+        )
+        policy = TokenPolicy(
+            refresh_skew=settings.refresh_skew,
+            keepalive_age=settings.keepalive_days * 24 * 3600,
+            attempts=settings.refresh_attempts,
+        )
+        tokens = TokenManager(store, oauth, policy)
+        return cls(
+            settings=settings,
+            store=store,
+            session=session,
+            tokens=tokens,
+            dispatcher=Dispatcher(store, tokens, rest),
+            connector=Connector(store, oauth, settings.public_url),
+        )
+
+    def start_background(self) -> None:
+        self._tasks.append(asyncio.create_task(self._keep_alive_loop(), name="b24gate-keepalive"))
+
+    async def _keep_alive_loop(self) -> None:
+        while True:
+            try:
+                await self.tokens.keep_alive()
+            except Exception:  # a failed round must not end the loop; the next one retries
+                log.exception("keep-alive round failed")
+            await asyncio.sleep(KEEPALIVE_EVERY)
+
+    async def close(self) -> None:
+        """Idempotent: stop background work, close the upstream session and the store."""
+        if self.session.closed:
+            return
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.session.close()
+        await self.store.close()

@@ -1,0 +1,170 @@
+"""The token manager: fresh access tokens per portal, one refresh at a time everywhere.
+
+Refresh is lazy: when the access token is within ``refresh_skew`` of expiry, or when
+Bitrix24 refused it. Inside the per-portal lock (an asyncio lock in this process, then the
+store's cross-process lock) the stored grant is read again: if its access token is no
+longer the one we saw, someone else refreshed and we use theirs. Tokens are compared, not
+clocks, because Bitrix24 can expire a token early. The new refresh token is committed
+before anyone uses the new access token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import stamina
+
+from ..bitrix import OAuthClient, TokenSet
+from ..errors import GrantRevoked, NeedsAuthorization, OAuthUnavailable
+from ..store import Grant, Portal, Store
+
+log = logging.getLogger("b24gate.tokens")
+
+# The store's cross-process lock outlives the longest refresh (attempts x OAuth timeout).
+LOCK_WAIT = 90.0
+LEASE = 120.0
+
+
+def uses_get(portal: Portal) -> bool:
+    """Whether token requests to this portal's OAuth server go by GET (a per-portal fallback)."""
+    method: str = portal.token_method
+    return method.upper() == "GET"
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    refresh_skew: float = 60.0
+    keepalive_age: float = 14 * 24 * 3600.0
+    attempts: int = 3
+
+
+class TokenManager:
+    def __init__(
+        self,
+        store: Store,
+        oauth: OAuthClient,
+        policy: TokenPolicy = TokenPolicy(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._oauth = oauth
+        self._policy = policy
+        self._clock = clock
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def _lock(self, portal_id: int) -> asyncio.Lock:
+        lock = self._locks.get(portal_id)
+        if lock is None:
+            lock = self._locks[portal_id] = asyncio.Lock()
+        return lock
+
+    def fresh(self, grant: Grant) -> bool:
+        return grant.access_expires_at - self._policy.refresh_skew > self._clock()
+
+    async def current(self, portal: Portal) -> Grant:
+        """The stored grant, refreshed first if it is near expiry."""
+        grant = await self._store.grant(portal)
+        if grant is None:
+            raise NeedsAuthorization(
+                portal.name, portal.state_reason or "the portal was never connected"
+            )
+        if self.fresh(grant):
+            return grant
+        return await self.refresh(portal, grant.access_token, reason="near expiry")
+
+    async def refresh(self, portal: Portal, seen_token: str, *, reason: str) -> Grant:
+        """Replace ``seen_token``, unless someone already has; return the grant to use."""
+        async with self._lock(portal.id):
+            grant = await self._store.grant(portal)
+            if grant is None:
+                raise NeedsAuthorization(
+                    portal.name, portal.state_reason or "the portal is not connected"
+                )
+            if grant.access_token != seen_token:
+                return grant
+            async with self._store.refresh_lock(portal.id, wait=LOCK_WAIT, lease=LEASE):
+                grant = await self._store.grant(portal)
+                if grant is None:
+                    raise NeedsAuthorization(portal.name, "the portal is not connected")
+                if grant.access_token != seen_token:
+                    return grant
+                fresh_portal = await self._store.portal(portal.name) or portal
+                return await self._refresh_locked(fresh_portal, grant, reason)
+
+    async def _refresh_locked(self, portal: Portal, grant: Grant, reason: str) -> Grant:
+        started = time.perf_counter()
+        try:
+            tokens = await self._exchange(portal, grant)
+        except GrantRevoked as exc:
+            why = f"{exc.error}: {exc.description}" if exc.description else exc.error
+            await self._store.mark_portal(portal.name, "needs_authorization", why)
+            log.warning(
+                "portal=%s refresh refused (%s); the portal needs authorization",
+                portal.name,
+                exc.error,
+            )
+            raise NeedsAuthorization(portal.name, why) from None
+        if portal.member_id and tokens.member_id and tokens.member_id != portal.member_id:
+            why = "the OAuth server answered for another portal (member_id changed)"
+            await self._store.mark_portal(portal.name, "needs_authorization", why)
+            raise NeedsAuthorization(portal.name, why)
+        saved = await self._store.save_grant(
+            portal,
+            Grant(
+                access_token=tokens.access_token,
+                refresh_token=tokens.refresh_token,
+                access_expires_at=tokens.expires_at,
+                refresh_obtained_at=self._clock(),
+                user_id=tokens.user_id,
+                server_endpoint=tokens.server_endpoint,
+            ),
+            client_endpoint=tokens.client_endpoint or None,
+        )
+        log.info(
+            "portal=%s refreshed (%s) in %.0f ms",
+            portal.name,
+            reason,
+            (time.perf_counter() - started) * 1000,
+        )
+        return saved
+
+    async def _exchange(self, portal: Portal, grant: Grant) -> TokenSet:
+        async for attempt in stamina.retry_context(
+            on=OAuthUnavailable, attempts=self._policy.attempts, wait_initial=0.5, wait_max=5.0
+        ):
+            with attempt:
+                return await self._oauth.refresh(
+                    portal.oauth_url,
+                    portal.client_id,
+                    portal.client_secret,
+                    grant.refresh_token,
+                    use_get=uses_get(portal),
+                )
+        raise AssertionError("unreachable: stamina re-raises the last error")
+
+    async def keep_alive(self) -> int:
+        """Refresh once every connected portal whose refresh token is older than the policy's age.
+
+        A refresh token unused for long dies (180 days in the docs, less in older on-premise
+        material), so a seasonal integration would otherwise lose its grant.
+        """
+        done = 0
+        for portal in await self._store.portals():
+            if portal.state != "connected":
+                continue
+            grant = await self._store.grant(portal)
+            if (
+                grant is None
+                or self._clock() - grant.refresh_obtained_at < self._policy.keepalive_age
+            ):
+                continue
+            try:
+                await self.refresh(portal, grant.access_token, reason="keep-alive")
+                done += 1
+            except (NeedsAuthorization, OAuthUnavailable) as exc:
+                log.warning("portal=%s keep-alive refresh failed: %s", portal.name, exc.code)
+        return done

@@ -1,0 +1,103 @@
+"""Settings from ``B24GATE_*`` variables, an optional TOML file and ``*_FILE`` secrets.
+
+Built once at the entry point and passed down. Secrets are ``SecretStr``: neither
+``repr()`` nor ``str()`` of a settings object shows them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigError
+
+DEFAULT_BODY_LIMIT = 8 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="B24GATE_", extra="forbid")
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    master_key: SecretStr | None = None
+    master_key_file: Path | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    admin_token: SecretStr | None = None
+    redis_url: str | None = None
+    body_limit: int = Field(DEFAULT_BODY_LIMIT, gt=0)
+    # Refresh when the access token has less than this left (lazy refresh, never a timer).
+    refresh_skew: float = Field(60.0, ge=0)
+    # A quiet portal whose refresh token is older than this is refreshed once in the background.
+    keepalive_days: float = Field(14.0, gt=0)
+    upstream_connect_timeout: float = Field(5.0, gt=0)
+    upstream_timeout: float = Field(60.0, gt=0)
+    oauth_timeout: float = Field(20.0, gt=0)
+    refresh_attempts: int = Field(3, ge=1, le=10)
+    # NoDecode: a comma-separated list in the environment, not only a JSON array.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: str = "INFO"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment over the TOML file (``--config`` or ``B24GATE_CONFIG``).
+
+    ``B24GATE_ADMIN_TOKEN_FILE`` (``admin_token_file`` in TOML) names a file holding the
+    admin token; ``B24GATE_MASTER_KEY_FILE`` names a file holding the master key (without
+    either key setting, ``<data dir>/master.key`` is generated on first start).
+    """
+    values: dict[str, Any] = {}
+    env_config = os.environ.get("B24GATE_CONFIG")
+    path = config_file or (Path(env_config) if env_config else None)
+    if path is not None:
+        try:
+            values.update(tomllib.loads(path.read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc}") from None
+    # The environment wins over the file.
+    values = {k: v for k, v in values.items() if f"B24GATE_{k.upper()}" not in os.environ}
+    token_file = os.environ.get("B24GATE_ADMIN_TOKEN_FILE") or values.pop("admin_token_file", None)
+    if token_file and "B24GATE_ADMIN_TOKEN" not in os.environ:
+        try:
+            values["admin_token"] = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the admin token file {token_file}: {exc.strerror}"
+            ) from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

@@ -1,0 +1,41 @@
+"""The store: portals, their encrypted OAuth grants, client keys, one-time tickets and states,
+and the cross-process refresh lock, on SQLite or PostgreSQL.
+
+    cipher = Cipher(load_master_key(data_dir, env_value, key_file))
+    store = await Store.open(database_url(data_dir, url), cipher)
+"""
+
+from ._crypto import Cipher, key_id
+from ._engine import database_url, make_engine, upgrade
+from ._keyfile import load_master_key
+from ._locks import LockTimeout
+from ._store import (
+    Client,
+    Grant,
+    NewPortal,
+    Portal,
+    PortalChanges,
+    PortalState,
+    Store,
+    StoreConflict,
+    TokenMethod,
+)
+
+__all__ = [
+    "Cipher",
+    "Client",
+    "Grant",
+    "LockTimeout",
+    "NewPortal",
+    "Portal",
+    "PortalChanges",
+    "PortalState",
+    "Store",
+    "StoreConflict",
+    "TokenMethod",
+    "database_url",
+    "key_id",
+    "load_master_key",
+    "make_engine",
+    "upgrade",
+]

@@ -1,0 +1,121 @@
+"""The tables of the store: one MetaData that migration 0001 creates exactly.
+
+Secret columns (``client_secret``, ``access_token``, ``refresh_token``, ``meta.value``)
+hold blobs sealed by :class:`~b24gate.store._crypto.Cipher`; client keys are only hashed.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# Named constraints, so that later migrations (SQLite's batch mode included) can find them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _portal_fk() -> sa.ForeignKey:
+    return sa.ForeignKey("portals.id", ondelete="CASCADE")
+
+
+portals = sa.Table(
+    "portals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("url", sa.String(512), nullable=False),
+    sa.Column("domain", sa.String(255), nullable=False, unique=True),
+    sa.Column("client_id", sa.String(255), nullable=False),
+    sa.Column("client_secret", sa.LargeBinary, nullable=False),
+    sa.Column("oauth_url", sa.String(512), nullable=False),
+    sa.Column("scope", sa.String(512), nullable=False, server_default=""),
+    sa.Column("token_method", sa.String(4), nullable=False, server_default="POST"),
+    sa.Column("member_id", sa.String(64), nullable=True),
+    sa.Column("client_endpoint", sa.String(512), nullable=True),
+    sa.Column("granted_scope", sa.String(512), nullable=True),
+    sa.Column("state", sa.String(32), nullable=False, server_default="not_connected"),
+    sa.Column("state_reason", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    # AUTOINCREMENT: an id is never reused, so nothing keyed by a deleted portal's id
+    # (an advisory lock, a log line) can be mistaken for a new portal.
+    sqlite_autoincrement=True,
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
+    sa.Column("access_token", sa.LargeBinary, nullable=False),
+    sa.Column("refresh_token", sa.LargeBinary, nullable=False),
+    sa.Column("access_expires_at", sa.Float, nullable=False),
+    sa.Column("refresh_obtained_at", sa.Float, nullable=False),
+    sa.Column("user_id", sa.Integer, nullable=True),
+    sa.Column("server_endpoint", sa.String(512), nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+clients = sa.Table(
+    "clients",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("key_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("key_hash", sa.String(128), nullable=False),
+    sa.Column("methods", sa.Text, nullable=False, server_default=""),
+    sa.Column("ips", sa.Text, nullable=False, server_default=""),
+    sa.Column("allow_url_key", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+client_portals = sa.Table(
+    "client_portals",
+    metadata,
+    sa.Column(
+        "client_id",
+        sa.Integer,
+        sa.ForeignKey("clients.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
+)
+
+
+def _one_time_table(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("token_hash", sa.String(64), primary_key=True),
+        sa.Column("portal_id", sa.Integer, _portal_fk(), nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+        sa.Column("used_at", sa.Float, nullable=True),
+        sa.Column("force", sa.Boolean, nullable=False, server_default=sa.false()),
+    )
+
+
+tickets = _one_time_table("tickets")
+oauth_states = _one_time_table("oauth_states")
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+)
