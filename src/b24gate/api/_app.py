@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -125,7 +126,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": CallRequest.model_json_schema()}},
-            }
+            },
+            "security": [{"clientKey": []}],
         },
     )
     async def call(request: Request) -> Response:
@@ -201,6 +203,24 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
             f"<code>{html.escape(done.scope or '-')}</code>. You can close this page.{notes}",
             200,
         )
+
+    def openapi() -> dict[str, Any]:
+        # The client key as a bearer scheme, so that Swagger UI's "Try it out" can send one.
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "clientKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A client key from `b24gate client add`.",
+                }
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/healthz")
     async def healthz() -> Response:

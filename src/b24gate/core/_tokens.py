@@ -15,10 +15,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import stamina
 
-from ..bitrix import OAuthClient, TokenSet
+from ..bitrix import OAuthClient, TokenSet, server_endpoint_allowed
 from ..errors import GrantRevoked, NeedsAuthorization, OAuthUnavailable
 from ..store import Grant, Portal, Store
 
@@ -27,6 +28,17 @@ log = logging.getLogger("b24gate.tokens")
 # The store's cross-process lock outlives the longest refresh (attempts x OAuth timeout).
 LOCK_WAIT = 90.0
 LEASE = 120.0
+
+
+def oauth_server(portal: Portal, grant: Grant) -> str:
+    """Where this grant is refreshed: the host of its ``server_endpoint`` when that is one of
+    Bitrix24's central OAuth servers (the right region is whatever it says), else the
+    portal's configured OAuth server. No other host ever gets a refresh token (DESIGN §5).
+    """
+    endpoint = grant.server_endpoint
+    if endpoint and server_endpoint_allowed(endpoint):
+        return f"https://{urlsplit(endpoint).hostname}"
+    return portal.oauth_url
 
 
 def uses_get(portal: Portal) -> bool:
@@ -138,7 +150,7 @@ class TokenManager:
         ):
             with attempt:
                 return await self._oauth.refresh(
-                    portal.oauth_url,
+                    oauth_server(portal, grant),
                     portal.client_id,
                     portal.client_secret,
                     grant.refresh_token,
