@@ -659,3 +659,13 @@ async def test_received_lists_every_url_the_sandbox_saw(
     assert "/oauth/token/" in urls
     assert f"/rest/profile.json?auth={token}&x=1" in urls
     assert urls[-1] == "/rest/server.time"
+
+
+async def test_licence_fault_redirects_to_the_same_host(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    await client.post("/_sandbox/faults", json={"kind": "licence"})
+    response = await client.post("/rest/profile.json", json={"auth": token})
+    assert response.status_code == 302
+    assert response.headers["location"] == f"{sandbox.base_url}/bitrix/coupon_activation.php"
+    assert (await client.post("/rest/profile.json", json={"auth": token})).status_code == 200

@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 from ..bitrix import OAuthClient
 from ..errors import B24GateError, OAuthError
 from ..store import Grant, Portal, Store
-from ._tokens import uses_get
+from ._tokens import acceptable_endpoint, uses_get
 
 log = logging.getLogger("b24gate.connect")
 
@@ -161,7 +161,7 @@ class Connector:
                 server_endpoint=tokens.server_endpoint,
             ),
             member_id=tokens.member_id or member_id,
-            client_endpoint=tokens.client_endpoint or None,
+            client_endpoint=acceptable_endpoint(tokens.client_endpoint),
             granted_scope=granted,
         )
         expected = {s for s in portal.scope.split(",") if s}

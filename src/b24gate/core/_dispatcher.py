@@ -22,6 +22,7 @@ from ..errors import (
     Forbidden,
     NeedsAuthorization,
     OperationTimeLimit,
+    PortalMoved,
     QueryLimitExceeded,
     RateLimited,
     RequestError,
@@ -88,7 +89,7 @@ class Dispatcher:
                 urlsplit(domain if "//" in domain else f"//{domain}").netloc.lower()
                 or domain.lower()
             )
-            portal = await self._store.portal_by_domain(host)
+            portal = await self._store.portal_by_domain(host) or await self._moved_to(host)
         elif len(client.portals) == 1:
             portal = await self._store.portal(client.portals[0])
         else:
@@ -98,6 +99,13 @@ class Dispatcher:
         if portal.name not in client.portals:
             raise Forbidden(f"this key may not use portal {portal.name!r}", code="portal_forbidden")
         return portal
+
+    async def _moved_to(self, host: str) -> Portal | None:
+        """A portal whose OAuth server named ``host`` as its new address (a moved portal)."""
+        for portal in await self._store.portals():
+            if portal.client_endpoint and urlsplit(portal.client_endpoint).netloc.lower() == host:
+                return portal
+        return None
 
     async def call(
         self,
@@ -174,12 +182,35 @@ class Dispatcher:
         self, portal: Portal, method: str, params: Mapping[str, Any]
     ) -> dict[str, Any]:
         try:
-            return await self._forward(portal, method, params)
+            try:
+                return await self._forward(portal, method, params)
+            except PortalMoved as moved:
+                portal = await self._follow_move(portal, moved)
+                return await self._forward(portal, method, params)
         except QueryLimitExceeded:
             # Still refused after backing off: another application is draining the bucket.
             raise RateLimited(
                 "Bitrix24's request limit is exhausted; retry later", self._retry.limit_wait_max
             ) from None
+
+    async def _follow_move(self, portal: Portal, moved: PortalMoved) -> Portal:
+        """The portal redirected to another host. The redirect itself is never followed with a
+        token attached: the OAuth server is asked where the portal lives now (its
+        ``client_endpoint``, for the same ``member_id``), and the call is retried there once.
+        """
+        old_base = rest_base(portal)
+        grant = await self._tokens.current(portal)
+        await self._tokens.refresh(portal, grant.access_token, reason="portal moved")
+        fresh = await self._store.portal(portal.name)
+        if fresh is None or rest_base(fresh) == old_base:
+            raise moved
+        log.warning(
+            "portal=%s moved from %s to %s",
+            portal.name,
+            urlsplit(old_base).netloc,
+            urlsplit(rest_base(fresh)).netloc,
+        )
+        return fresh
 
 
 def _retryable(exc: Exception) -> bool:

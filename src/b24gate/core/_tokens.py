@@ -11,6 +11,7 @@ before anyone uses the new access token.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,27 @@ def oauth_server(portal: Portal, grant: Grant) -> str:
     if endpoint and server_endpoint_allowed(endpoint):
         return f"https://{urlsplit(endpoint).hostname}"
     return portal.oauth_url
+
+
+def acceptable_endpoint(url: str | None) -> str | None:
+    """A ``client_endpoint`` the gateway may send tokens to: https, or http on loopback."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and (host == "localhost" or _loopback(host)):
+        return url
+    log.warning("ignoring a client_endpoint that is neither https nor loopback")
+    return None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def uses_get(portal: Portal) -> bool:
@@ -134,7 +156,7 @@ class TokenManager:
                 user_id=tokens.user_id,
                 server_endpoint=tokens.server_endpoint,
             ),
-            client_endpoint=tokens.client_endpoint or None,
+            client_endpoint=acceptable_endpoint(tokens.client_endpoint),
         )
         log.info(
             "portal=%s refreshed (%s) in %.0f ms",

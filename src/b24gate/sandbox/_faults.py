@@ -6,8 +6,16 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-FaultKind = Literal["500", "503", "slow", "drop", "drop-after", "malformed"]
-FAULT_KINDS: tuple[str, ...] = ("500", "503", "slow", "drop", "drop-after", "malformed")
+FaultKind = Literal["500", "503", "slow", "drop", "drop-after", "malformed", "licence"]
+FAULT_KINDS: tuple[str, ...] = (
+    "500",
+    "503",
+    "slow",
+    "drop",
+    "drop-after",
+    "malformed",
+    "licence",
+)
 Target = Literal["rest", "oauth", "any"]
 
 
@@ -19,7 +27,8 @@ class Fault:
     ``slow``: executed, answered after ``delay`` seconds. ``drop``: the connection is closed
     before anything is executed or sent. ``drop-after``: executed, then the connection is
     closed with no answer (the client cannot know the outcome). ``malformed``: a 200 answer
-    whose body is not JSON, not executed.
+    whose body is not JSON, not executed. ``licence``: a 302 to the same host's
+    ``/bitrix/coupon_activation.php``, as an on-premise portal whose licence expired answers.
     """
 
     kind: FaultKind

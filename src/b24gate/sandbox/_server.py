@@ -151,6 +151,9 @@ class SandboxServer:
             return web.Response(body=_MALFORMED, status=200, content_type="text/html")
         if fault.kind == "drop":
             return self._drop(request)
+        if fault.kind == "licence":
+            target = f"{request.scheme}://{request.host}/bitrix/coupon_activation.php"
+            return web.Response(status=302, headers={"Location": target})
         if fault.kind == "slow":
             await asyncio.sleep(fault.delay)
         return None
