@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import shutil
 import subprocess
 import sys
@@ -30,9 +31,36 @@ def pinned(cmd: Sequence[str], core: int) -> list[str]:
     return list(cmd)
 
 
+def first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The first line ``proc`` prints on stdout, or ``""`` if none comes within ``timeout``."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return proc.stdout.readline().strip()
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 10) -> None:
+    """Terminate ``proc``; kill it if it does not exit within ``timeout``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
 @contextmanager
-def sandbox_process(*flags: str, core: int = 0) -> Iterator[tuple[str, str]]:
-    """Yield ``(base_url, client_secret)`` of a sandbox running in its own process."""
+def sandbox_process(
+    *flags: str, core: int = 0, redirect_uri: str = REDIRECT, start_timeout: float = 30
+) -> Iterator[tuple[str, str]]:
+    """Yield ``(base_url, client_secret)`` of a sandbox running in its own process.
+
+    Its app ``CLIENT_ID`` has ``redirect_uri`` as its registered handler.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         secret_file = Path(tmp) / "secret"
         secret = os.urandom(24).hex()
@@ -48,25 +76,23 @@ def sandbox_process(*flags: str, core: int = 0) -> Iterator[tuple[str, str]]:
             "--client-secret-file",
             str(secret_file),
             "--redirect-uri",
-            REDIRECT,
+            redirect_uri,
             *flags,
         ]
         proc = subprocess.Popen(pinned(cmd, core), stdout=subprocess.PIPE, text=True)
         try:
-            assert proc.stdout is not None
-            base_url = proc.stdout.readline().strip()
+            base_url = first_line(proc, start_timeout)
             if not base_url.startswith("http"):
                 raise RuntimeError("the sandbox did not start")
             yield base_url, secret
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop(proc)
 
 
-def access_token(base_url: str, secret: str) -> str:
-    """The authorization-code flow, as a client follows it."""
+def access_token(base_url: str, secret: str, client_id: str = CLIENT_ID) -> str:
+    """The authorization-code flow, as a client follows it (the redirect is not followed)."""
     opener = urllib.request.build_opener(NoRedirect)
-    query = urlencode({"client_id": CLIENT_ID, "state": "bench"})
+    query = urlencode({"client_id": client_id, "state": "bench"})
     try:
         opener.open(f"{base_url}/oauth/authorize/?{query}", timeout=10)
     except urllib.error.HTTPError as redirect:
@@ -75,7 +101,7 @@ def access_token(base_url: str, secret: str) -> str:
     form = urlencode(
         {
             "grant_type": "authorization_code",
-            "client_id": CLIENT_ID,
+            "client_id": client_id,
             "client_secret": secret,
             "code": code,
         }

@@ -662,7 +662,7 @@ async def test_received_lists_every_url_the_sandbox_saw(
 
 
 async def test_licence_fault_redirects_to_the_same_host(
-    client: httpx.AsyncClient, token: str
+    client: httpx.AsyncClient, sandbox: SandboxServer, token: str
 ) -> None:
     await client.post("/_sandbox/faults", json={"kind": "licence"})
     response = await client.post("/rest/profile.json", json={"auth": token})
