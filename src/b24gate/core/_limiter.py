@@ -1,0 +1,106 @@
+"""The request budget of each portal, mirrored on our side so Bitrix24 never has to refuse.
+
+Bitrix24 drains a per-portal bucket at ``rate`` requests/s and refuses a request that finds
+``burst`` in it. The same limit as GCRA (the generic cell rate algorithm): each request
+moves a "theoretical arrival time" (TAT) forward by ``1/rate``; a request may go when TAT
+is at most ``(burst - 1)/rate`` ahead of now. :meth:`Limiter.reserve` books the next slot
+and says how long to wait for it. :class:`LocalLimiter` keeps TAT in this process;
+:class:`RedisLimiter` keeps it in Redis and books with one atomic script, so every replica
+shares one budget per portal.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+# Stay one request under Bitrix24's threshold: our clock and Bitrix24's are not the same.
+SAFETY = 1
+
+
+def tolerance(rate: float, burst: int) -> float:
+    return max(0, burst - SAFETY - 1) / rate
+
+
+class Limiter(Protocol):
+    async def reserve(self, key: str, rate: float, burst: int, max_wait: float) -> float | None:
+        """Book the next request slot: the seconds to wait for it, or None (nothing booked)
+        when that would be more than ``max_wait``."""
+
+    async def pause(self, key: str, seconds: float) -> None:
+        """Book nothing for ``seconds`` (Bitrix24 refused a request: someone else shares it)."""
+
+    async def close(self) -> None: ...
+
+
+class LocalLimiter:
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+
+    async def reserve(self, key: str, rate: float, burst: int, max_wait: float) -> float | None:
+        if rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        tat = max(self._tat.get(key, now), now)
+        wait = max(0.0, tat - now - tolerance(rate, burst))
+        if wait > max_wait:
+            return None
+        self._tat[key] = tat + 1 / rate
+        return wait
+
+    async def pause(self, key: str, seconds: float) -> None:
+        self._tat[key] = max(self._tat.get(key, 0.0), time.monotonic() + seconds)
+
+    async def close(self) -> None:
+        return None
+
+
+# KEYS[1]: the portal's TAT. ARGV: interval (1/rate), tolerance, max wait, expiry in ms.
+# Redis turns Lua numbers into integers, so the wait travels back as a string.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval, tau, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat - now - tau
+if wait < 0 then wait = 0 end
+if wait > max_wait then return {0, tostring(wait)} end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', ARGV[4])
+return {1, tostring(wait)}
+"""
+
+_PAUSE = """
+local t = redis.call('TIME')
+local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < until_ then redis.call('SET', KEYS[1], tostring(until_), 'PX', ARGV[2]) end
+return 1
+"""
+
+
+class RedisLimiter:
+    """One budget per portal for all replicas: Redis's clock and one atomic script."""
+
+    def __init__(self, url: str, prefix: str = "b24gate:bucket:") -> None:
+        self._redis: Any = aioredis.from_url(url)
+        self._prefix = prefix
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._pause = self._redis.register_script(_PAUSE)
+
+    async def reserve(self, key: str, rate: float, burst: int, max_wait: float) -> float | None:
+        if rate <= 0:
+            return 0.0
+        ttl_ms = int((burst / rate + max_wait + 60) * 1000)
+        booked, wait = await self._reserve(
+            keys=[self._prefix + key], args=[1 / rate, tolerance(rate, burst), max_wait, ttl_ms]
+        )
+        return float(wait) if int(booked) else None
+
+    async def pause(self, key: str, seconds: float) -> None:
+        await self._pause(keys=[self._prefix + key], args=[seconds, int((seconds + 600) * 1000)])
+
+    async def close(self) -> None:
+        await self._redis.aclose()

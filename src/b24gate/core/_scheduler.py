@@ -1,0 +1,329 @@
+"""The per-portal scheduler: calls wait their turn instead of tripping Bitrix24's limit.
+
+Each portal has one lane: a queue per client, served round robin, so one bulk import
+cannot starve another client's single call. Whenever the portal's budget (the
+:mod:`limiter <._limiter>`) has room for a request, the lane sends everything waiting, up
+to 50 calls: one call alone, several as one ``batch`` (``halt=0``), and each caller gets
+its own result or error. A call is never held back to wait for company. Only calls whose
+parameters survive the query-string encoding of ``batch`` commands are packed.
+
+If Bitrix24 refuses a request anyway (``QUERY_LIMIT_EXCEEDED``: another application shares
+the bucket), nothing was executed: the lane pauses, slows down for a while and sends the
+same calls again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from .._php import build_php_query
+from ..errors import BitrixError, QueryLimitExceeded, RateLimited
+from ..store import Portal
+from ._limiter import Limiter
+
+log = logging.getLogger("b24gate.scheduler")
+
+BATCH_LIMIT = 50
+# After an unexpected refusal: wait this long, then run at half the rate for a while.
+REFUSED_PAUSE = 1.0
+SLOW_FOR = 30.0
+MAX_REFUSALS = 8
+
+QUEUE_DEPTH = Gauge("b24gate_queue_depth", "Calls waiting per portal", ["portal"])
+QUEUE_WAIT = Histogram(
+    "b24gate_queue_wait_seconds",
+    "Time a call waited for its turn",
+    ["portal"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+BATCH_SIZE = Histogram(
+    "b24gate_request_calls",
+    "Calls carried by one request to Bitrix24",
+    ["portal"],
+    buckets=(1, 2, 5, 10, 20, 30, 40, 50),
+)
+REFUSED = Counter("b24gate_limit_refusals_total", "QUERY_LIMIT_EXCEEDED absorbed", ["portal"])
+
+Forward = Callable[[Portal, str, Mapping[str, Any]], Awaitable[dict[str, Any]]]
+
+# Statuses for errors that Bitrix24 reports per command inside a batch (protocol file §6).
+_STATUS = {
+    "expired_token": 401,
+    "invalid_token": 401,
+    "NO_AUTH_FOUND": 401,
+    "INVALID_CREDENTIALS": 401,
+    "insufficient_scope": 401,
+    "ACCESS_DENIED": 403,
+    "ERROR_METHOD_NOT_FOUND": 404,
+    "QUERY_LIMIT_EXCEEDED": 503,
+    "OPERATION_TIME_LIMIT": 429,
+    "INTERNAL_SERVER_ERROR": 500,
+}
+
+
+def batchable(value: Any) -> bool:
+    """Whether ``value`` reaches Bitrix24 unchanged through a batch command's query string.
+
+    JSON ``null``, booleans and empty arrays or objects do not (PHP's query parsing loses
+    or changes them), nor keys that carry brackets.
+    """
+    if value is None or isinstance(value, bool):
+        return False
+    if isinstance(value, Mapping):
+        return bool(value) and all(
+            isinstance(k, str) and "[" not in k and "]" not in k and batchable(v)
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return bool(value) and all(batchable(v) for v in value)
+    return isinstance(value, str | int | float) and not (
+        isinstance(value, float) and not math.isfinite(value)
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A portal's request budget: Bitrix24 drains ``rate``/s from a bucket of ``burst``."""
+
+    rate: float
+    burst: int
+
+
+@dataclass
+class _Call:
+    client: str
+    method: str
+    params: Mapping[str, Any]
+    future: asyncio.Future[dict[str, Any]]
+    enqueued: float
+    packable: bool
+    refusals: int = 0
+
+
+@dataclass
+class _Lane:
+    portal: Portal
+    queues: OrderedDict[str, deque[_Call]] = field(default_factory=OrderedDict)
+    pending: int = 0
+    worker: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    slow_until: float = 0.0
+    sending: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def push(self, call: _Call, *, front: bool = False) -> None:
+        queue = self.queues.setdefault(call.client, deque())
+        if front:
+            queue.appendleft(call)
+            self.queues.move_to_end(call.client, last=False)
+        else:
+            queue.append(call)
+        self.pending += 1
+
+    def take(self, limit: int) -> list[_Call]:
+        """Round robin: one call from each client in turn, up to ``limit``.
+
+        A call that cannot be packed goes alone, and only as the first of a request.
+        """
+        taken: list[_Call] = []
+        while self.pending and len(taken) < limit:
+            progressed = False
+            for client in list(self.queues):
+                queue = self.queues[client]
+                if not queue:
+                    del self.queues[client]
+                    continue
+                call = queue[0]
+                if call.future.done():  # the caller gave up
+                    queue.popleft()
+                    self.pending -= 1
+                    progressed = True
+                    continue
+                if not call.packable and taken:
+                    continue
+                queue.popleft()
+                self.pending -= 1
+                self.queues.move_to_end(client)  # the next request starts with someone else
+                taken.append(call)
+                progressed = True
+                if not call.packable or len(taken) >= limit:
+                    return taken
+            if not progressed:
+                break
+        return taken
+
+
+class Scheduler:
+    def __init__(
+        self,
+        limiter: Limiter,
+        forward: Forward,
+        plan: Callable[[Portal], Plan],
+        *,
+        max_wait: float = 60.0,
+        queue_limit: int = 10_000,
+        not_batched: frozenset[str] = frozenset(),
+    ) -> None:
+        self._limiter = limiter
+        self._forward = forward
+        self._plan = plan
+        self._max_wait = max_wait
+        self._queue_limit = queue_limit
+        self._not_batched = frozenset(m.lower() for m in not_batched) | {"batch"}
+        self._lanes: dict[int, _Lane] = {}
+
+    async def submit(
+        self, portal: Portal, client: str, method: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        plan = self._plan(portal)
+        lane = self._lanes.get(portal.id)
+        if lane is None:
+            lane = self._lanes[portal.id] = _Lane(portal)
+        lane.portal = portal
+        if lane.pending >= self._queue_limit:
+            raise RateLimited(
+                f"portal {portal.name!r} has {lane.pending} calls waiting", 1.0 / plan.rate
+            )
+        if plan.rate > 0:
+            # Requests ahead of this call, each carrying up to 50 calls, at `rate` a second.
+            ahead = lane.pending // BATCH_LIMIT + 1 - max(0, plan.burst - 1)
+            estimate = max(0.0, ahead / plan.rate)
+            if estimate > self._max_wait:
+                raise RateLimited(
+                    f"portal {portal.name!r} is busy: the wait would be about {estimate:.0f} s",
+                    estimate,
+                )
+        packable = method.lower() not in self._not_batched and (not params or batchable(params))
+        call = _Call(
+            client,
+            method,
+            params,
+            asyncio.get_running_loop().create_future(),
+            time.monotonic(),
+            packable,
+        )
+        lane.push(call)
+        QUEUE_DEPTH.labels(portal.name).set(lane.pending)
+        lane.wake.set()
+        if lane.worker is None or lane.worker.done():
+            lane.worker = asyncio.create_task(self._run(lane, plan), name=f"lane-{portal.name}")
+        return await asyncio.shield(call.future)
+
+    async def _run(self, lane: _Lane, plan: Plan) -> None:
+        key = str(lane.portal.member_id or lane.portal.id)
+        while lane.pending:
+            rate = plan.rate / 2 if time.monotonic() < lane.slow_until else plan.rate
+            wait = await self._limiter.reserve(key, rate, plan.burst, math.inf)
+            if wait:
+                await asyncio.sleep(wait)
+            calls = lane.take(BATCH_LIMIT)
+            QUEUE_DEPTH.labels(lane.portal.name).set(lane.pending)
+            if not calls:
+                continue
+            task = asyncio.create_task(self._send(lane, calls))
+            lane.sending.add(task)
+            task.add_done_callback(lane.sending.discard)
+
+    async def _send(self, lane: _Lane, calls: list[_Call]) -> None:
+        portal = lane.portal
+        now = time.monotonic()
+        for call in calls:
+            QUEUE_WAIT.labels(portal.name).observe(now - call.enqueued)
+        BATCH_SIZE.labels(portal.name).observe(len(calls))
+        try:
+            if len(calls) == 1:
+                body = await self._forward(portal, calls[0].method, calls[0].params)
+                _resolve(calls[0], body)
+                return
+            cmd = {
+                f"c{i}": f"{call.method}?{build_php_query(call.params)}"
+                for i, call in enumerate(calls)
+            }
+            body = await self._forward(portal, "batch", {"halt": 0, "cmd": cmd})
+            _split(calls, body)
+        except QueryLimitExceeded:
+            await self._refused(lane, calls)
+        except Exception as exc:  # every caller of this request gets the request's error
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+
+    async def _refused(self, lane: _Lane, calls: list[_Call]) -> None:
+        """Not executed: pause, slow down, and put the calls back at the front of their queues."""
+        REFUSED.labels(lane.portal.name).inc()
+        log.warning(
+            "portal=%s Bitrix24 refused a request (QUERY_LIMIT_EXCEEDED); slowing down",
+            lane.portal.name,
+        )
+        lane.slow_until = time.monotonic() + SLOW_FOR
+        await self._limiter.pause(str(lane.portal.member_id or lane.portal.id), REFUSED_PAUSE)
+        for call in reversed(calls):
+            call.refusals += 1
+            if call.refusals > MAX_REFUSALS:
+                call.future.set_exception(
+                    RateLimited(
+                        "Bitrix24 keeps refusing requests: another application drains the budget",
+                        SLOW_FOR,
+                    )
+                )
+            elif not call.future.done():
+                lane.push(call, front=True)
+        if lane.pending and (lane.worker is None or lane.worker.done()):
+            lane.worker = asyncio.create_task(self._run(lane, self._plan(lane.portal)))
+
+    async def close(self) -> None:
+        for lane in self._lanes.values():
+            if lane.worker is not None:
+                lane.worker.cancel()
+            for task in list(lane.sending):
+                task.cancel()
+
+
+def _resolve(call: _Call, body: dict[str, Any]) -> None:
+    if not call.future.done():
+        call.future.set_result(body)
+
+
+def _as_map(value: Any) -> Mapping[str, Any]:
+    # PHP writes an empty map as [].
+    return value if isinstance(value, Mapping) else {}
+
+
+def _split(calls: list[_Call], body: Mapping[str, Any]) -> None:
+    """Give each caller of a batch what Bitrix24 answered for its command."""
+    outer = _as_map(body.get("result"))
+    results, errors = _as_map(outer.get("result")), _as_map(outer.get("result_error"))
+    totals, nexts = _as_map(outer.get("result_total")), _as_map(outer.get("result_next"))
+    times = _as_map(outer.get("result_time"))
+    for i, call in enumerate(calls):
+        key = f"c{i}"
+        if call.future.done():
+            continue
+        if key in errors:
+            error = _as_map(errors[key])
+            code = str(error.get("error", ""))
+            description = str(error.get("error_description", ""))
+            call.future.set_exception(
+                BitrixError(_STATUS.get(code, 400), code, description, dict(error))
+            )
+        elif key in results:
+            answer: dict[str, Any] = {"result": results[key]}
+            if key in totals:
+                answer["total"] = totals[key]
+            if key in nexts:
+                answer["next"] = nexts[key]
+            if key in times:
+                answer["time"] = times[key]
+            call.future.set_result(answer)
+        else:
+            call.future.set_exception(
+                BitrixError(500, "ERROR_UNEXPECTED_ANSWER", "the batch did not answer this call")
+            )

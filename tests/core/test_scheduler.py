@@ -1,0 +1,255 @@
+"""The per-portal scheduler and the limiter behind it, with a stand-in for Bitrix24."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from b24gate.core._limiter import LocalLimiter, RedisLimiter
+from b24gate.core._scheduler import Plan, Scheduler, batchable
+from b24gate.errors import BitrixError, QueryLimitExceeded, RateLimited
+from b24gate.sandbox import build_php_query, parse_php_query
+from b24gate.store import Portal
+
+REDIS_URL = os.environ.get("B24GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def portal(pid: int = 1) -> Portal:
+    return Portal(
+        id=pid,
+        name=f"p{pid}",
+        url="https://x.bitrix24.ru",
+        domain=f"x{pid}.bitrix24.ru",
+        client_id="local.1",
+        client_secret="s",
+        oauth_url="https://oauth.bitrix.info",
+        scope="",
+        token_method="POST",
+        member_id=f"{pid:032x}",
+        client_endpoint=None,
+        granted_scope=None,
+        state="connected",
+        state_reason=None,
+        created_at=0.0,
+        updated_at=0.0,
+    )
+
+
+class FakeBitrix:
+    """Answers calls and batches like Bitrix24; records each request and when it came."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[float, str, Mapping[str, Any]]] = []
+        self.refuse = 0
+        self.next_id = 0
+
+    def _one(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        if method == "fail":
+            raise BitrixError(400, "", "Not found", {"error": "", "error_description": "Not found"})
+        self.next_id += 1
+        return {"result": {"method": method, "params": dict(params), "n": self.next_id}}
+
+    async def forward(
+        self, portal: Portal, method: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        self.requests.append((time.monotonic(), method, params))
+        await asyncio.sleep(0)
+        if self.refuse:
+            self.refuse -= 1
+            raise QueryLimitExceeded(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
+        if method != "batch":
+            return self._one(method, params)
+        results: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+        for key, command in params["cmd"].items():
+            name, _, query = command.partition("?")
+            try:
+                results[key] = self._one(name, parse_php_query(query))["result"]
+            except BitrixError as exc:
+                errors[key] = {"error": exc.error, "error_description": exc.description}
+        return {
+            "result": {
+                "result": results,
+                "result_error": errors or [],
+                "result_total": [],
+                "result_next": [],
+                "result_time": [],
+            }
+        }
+
+
+@pytest.fixture
+def bitrix() -> FakeBitrix:
+    return FakeBitrix()
+
+
+@pytest.fixture
+async def scheduler(bitrix: FakeBitrix) -> AsyncIterator[Scheduler]:
+    s = Scheduler(LocalLimiter(), bitrix.forward, lambda p: Plan(rate=20, burst=3), max_wait=5)
+    yield s
+    await s.close()
+
+
+def test_batchable() -> None:
+    assert batchable({"fields": {"TITLE": "x", "OPPORTUNITY": 5, "RATE": 1.5}, "select": ["ID"]})
+    bad: dict[str, Any]
+    for bad in ({"a": None}, {"a": True}, {"a": []}, {"a": {}}, {"a[b]": 1}, {"a": float("nan")}):
+        assert not batchable(bad), bad
+
+
+async def test_one_call_alone_goes_as_itself(scheduler: Scheduler, bitrix: FakeBitrix) -> None:
+    body = await scheduler.submit(portal(), "erp", "profile", {})
+    assert body["result"]["method"] == "profile"
+    assert [m for _, m, _ in bitrix.requests] == ["profile"]
+
+
+async def test_waiting_calls_share_a_batch_and_each_gets_its_own_answer(
+    scheduler: Scheduler, bitrix: FakeBitrix
+) -> None:
+    calls = [
+        scheduler.submit(portal(), "erp", "crm.deal.add", {"fields": {"TITLE": f"d{i}"}})
+        for i in range(120)
+    ] + [scheduler.submit(portal(), "erp", "fail", {"id": 1})]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    titles = [r["result"]["params"]["fields"]["TITLE"] for r in results[:120]]  # type: ignore[index]
+    assert titles == [f"d{i}" for i in range(120)]
+    error = results[120]
+    assert isinstance(error, BitrixError)
+    assert (error.status, error.error, error.description) == (400, "", "Not found")
+    sizes = [len(p["cmd"]) if m == "batch" else 1 for _, m, p in bitrix.requests]
+    assert sum(sizes) == 121
+    assert max(sizes) == 50
+    assert len(bitrix.requests) <= 5  # 121 calls in a handful of requests, not 121
+
+
+async def test_unpackable_calls_go_alone(scheduler: Scheduler, bitrix: FakeBitrix) -> None:
+    await asyncio.gather(
+        scheduler.submit(portal(), "a", "crm.deal.update", {"id": 1, "fields": {"OPENED": True}}),
+        scheduler.submit(portal(), "b", "crm.deal.list", {"filter": {}}),
+        scheduler.submit(portal(), "c", "profile", {}),
+    )
+    alone = [p for _, m, p in bitrix.requests if m != "batch"]
+    assert {"id": 1, "fields": {"OPENED": True}} in alone
+    assert {"filter": {}} in alone
+
+
+async def test_the_bucket_is_respected(bitrix: FakeBitrix) -> None:
+    s = Scheduler(LocalLimiter(), bitrix.forward, lambda p: Plan(rate=10, burst=3), max_wait=5)
+    try:
+        # Unpackable calls: one request each.
+        await asyncio.gather(*(s.submit(portal(), "erp", "x.y", {"v": None}) for _ in range(12)))
+    finally:
+        await s.close()
+    times = [t for t, _, _ in bitrix.requests]
+    # The first burst-1 go at once (one under Bitrix24's threshold), then one every 0.1 s.
+    assert times[1] - times[0] < 0.05
+    gaps = [b - a for a, b in itertools.pairwise(times[2:])]
+    assert min(gaps) > 0.08
+    assert times[-1] - times[0] >= (12 - 2) * 0.1 * 0.95
+
+
+async def test_round_robin_serves_a_second_client_at_once(bitrix: FakeBitrix) -> None:
+    s = Scheduler(LocalLimiter(), bitrix.forward, lambda p: Plan(rate=10, burst=2), max_wait=60)
+    try:
+        bulk = [
+            asyncio.create_task(s.submit(portal(), "bulk", "x.y", {"v": None})) for _ in range(20)
+        ]
+        await asyncio.sleep(0.15)
+        started = time.monotonic()
+        await s.submit(portal(), "single", "profile", {})
+        waited = time.monotonic() - started
+        await asyncio.gather(*bulk)
+    finally:
+        await s.close()
+    assert waited < 2 * 0.1 + 0.05  # within two drain intervals, not behind 18 bulk calls
+
+
+async def test_queue_over_the_wait_limit_is_429(bitrix: FakeBitrix) -> None:
+    s = Scheduler(
+        LocalLimiter(),
+        bitrix.forward,
+        lambda p: Plan(rate=1, burst=2),
+        max_wait=3,
+        queue_limit=1000,
+    )
+    try:
+        waiting = [
+            asyncio.create_task(s.submit(portal(), "a", "x.y", {"v": None})) for _ in range(300)
+        ]
+        await asyncio.sleep(0)
+        with pytest.raises(RateLimited) as refused:
+            await s.submit(portal(), "a", "x.y", {"v": None})
+        assert refused.value.retry_after > 3
+        for task in waiting:
+            task.cancel()
+    finally:
+        await s.close()
+
+
+async def test_refused_requests_are_sent_again_and_slow_the_lane(
+    scheduler: Scheduler, bitrix: FakeBitrix
+) -> None:
+    bitrix.refuse = 2
+    body = await scheduler.submit(portal(), "erp", "crm.deal.add", {"fields": {"TITLE": "x"}})
+    assert body["result"]["params"] == {"fields": {"TITLE": "x"}}
+    assert len(bitrix.requests) == 3
+    assert bitrix.next_id == 1  # executed once
+
+
+async def test_php_query_round_trip_of_packed_commands() -> None:
+    params = {"fields": {"TITLE": "A&B ё", "OPPORTUNITY": "10.5"}, "select": ["ID", "TITLE"]}
+    assert parse_php_query(build_php_query(params)) == params
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    client: Any = aioredis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (OSError, aioredis.ConnectionError) as exc:
+        await client.aclose()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"Redis not reachable: {exc}")
+    await client.delete("b24gate:test:p")
+    await client.aclose()
+    return REDIS_URL
+
+
+async def test_redis_limiter_shares_one_budget_between_replicas(redis_url: str) -> None:
+    one, two = RedisLimiter(redis_url, "b24gate:test:"), RedisLimiter(redis_url, "b24gate:test:")
+    try:
+        waits = []
+        for i in range(8):
+            limiter = one if i % 2 else two
+            wait = await limiter.reserve("p", rate=10, burst=3, max_wait=60)
+            assert wait is not None
+            waits.append(wait)
+        # burst 3 minus the safety slot: two go at once, then every booking 0.1 s later.
+        assert waits[:2] == [0.0, 0.0]
+        for earlier, later in itertools.pairwise(waits[1:]):
+            assert later - earlier == pytest.approx(0.1, abs=0.02)
+        assert await one.reserve("p", rate=10, burst=3, max_wait=0.1) is None  # nothing booked
+        await two.pause("p", 5)
+        wait = await one.reserve("p", rate=10, burst=3, max_wait=60)
+        assert wait is not None
+        assert wait > 4.5
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_local_limiter_books_like_the_redis_one() -> None:
+    limiter = LocalLimiter()
+    waits = [await limiter.reserve("p", 10, 3, 60) for _ in range(5)]
+    assert waits[:2] == [0.0, 0.0]
+    assert waits[4] == pytest.approx(0.3, abs=0.02)
+    assert await limiter.reserve("p", 10, 3, 0.1) is None
+    assert await limiter.reserve("p", 0, 3, 0) == 0.0  # limits off
