@@ -123,17 +123,19 @@ async def run_demo(settings: Settings, port: int) -> None:
         await gateway.store.add_client(
             f"demo-{int(time.time())}", key.key_id, key.key_hash, [PORTAL], [], [], False
         )
+        # Handle the signals before announcing readiness: a script that reads the snippet
+        # and then stops the demo must get a clean stop, not the default SIGTERM death.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
         print(
             f"sandbox portal {sandbox.base_url}, gateway {settings.public_url}: connected.",
             file=sys.stderr,
         )
         print(_snippets(settings.public_url, key.key), flush=True)
         print("Ctrl-C stops the demo.", file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         _done, _ = await asyncio.wait(
             [asyncio.create_task(stop.wait()), serving], return_when=asyncio.FIRST_COMPLETED
         )

@@ -1,5 +1,8 @@
 """PHP-style request parameters: ``fields[TITLE]=x``, ``select[]=ID``, as Bitrix24 reads them.
 
+A leaf module with no gateway logic, shared by the gateway's Bitrix24-shaped surface and
+by the sandbox (which imports nothing else from the gateway).
+
 Bitrix24 is PHP: a query string or form becomes nested arrays by PHP's bracket rules, and
 an array whose keys are 0..n-1 is a list. :func:`parse_php_pairs` reproduces those rules;
 :func:`build_php_query` is PHP's ``http_build_query`` (used for events and batch commands).

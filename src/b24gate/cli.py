@@ -225,6 +225,30 @@ def _read_client_secret(file: Path | None, env: str | None) -> str:
     return value
 
 
+def _read_webhook_url(file: Path | None, env: str | None) -> tuple[str, str, str]:
+    """``(webhook base URL, portal URL, domain)`` from --webhook-url-file or --webhook-url-env.
+
+    The URL's path holds the webhook's secret: no message here quotes it.
+    """
+    from .bitrix import parse_webhook_url
+
+    if (file is None) == (env is None):
+        raise typer.BadParameter("give exactly one of --webhook-url-file and --webhook-url-env")
+    hint = "--webhook-url-file" if file is not None else "--webhook-url-env"
+    if file is not None:
+        value = _read_secret(file)
+    else:
+        value = os.environ.get(env or "", "").strip()
+        if not value:
+            fail(f"the environment variable {env} is empty or unset")
+    try:
+        hook = parse_webhook_url(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
+    base, domain = normalise_url(hook.origin, hint)  # https, or http on loopback only
+    return base + hook.base.removeprefix(hook.origin), base, domain
+
+
 def _when(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else None
 
@@ -232,40 +256,91 @@ def _when(ts: float | None) -> str | None:
 @portal_app.command("add")
 def portal_add(
     name: Annotated[str, typer.Argument(help="A short name clients will use, e.g. `main`.")],
-    url: Annotated[str, typer.Option(help="The portal, e.g. https://company.bitrix24.ru")],
-    client_id: Annotated[str, typer.Option(help="The local or marketplace app's client id.")],
+    url: Annotated[
+        str | None, typer.Option(help="The portal, e.g. https://company.bitrix24.ru")
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="The local or marketplace app's client id.")
+    ] = None,
     client_secret_file: Annotated[
         Path | None, typer.Option(help="File holding the client secret.")
     ] = None,
     client_secret_env: Annotated[
         str | None, typer.Option(help="Variable holding the client secret.")
     ] = None,
+    webhook_url_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding an incoming webhook's URL (instead of an OAuth app)."),
+    ] = None,
+    webhook_url_env: Annotated[
+        str | None, typer.Option(help="Variable holding an incoming webhook's URL.")
+    ] = None,
     scope: Annotated[str, typer.Option(help="The scope you expect the app card to grant.")] = "",
-    oauth_url: Annotated[str, typer.Option(help="The OAuth server.")] = DEFAULT_OAUTH_URL,
+    oauth_url: Annotated[
+        str | None, typer.Option(help=f"The OAuth server [default: {DEFAULT_OAUTH_URL}]")
+    ] = None,
     oauth_method: Annotated[
-        str, typer.Option("--token-method", help="POST (default) or GET for token requests.")
-    ] = "POST",
+        str | None,
+        typer.Option("--token-method", help="POST (default) or GET for token requests."),
+    ] = None,
 ) -> None:
-    """Register a portal. Then connect it with `b24gate portal authorize NAME`."""
+    """Register a portal: an OAuth app (then `b24gate portal authorize NAME`, or install the
+    app with the handler `<public url>/bitrix/install`), or an incoming webhook."""
     from .store import NewPortal, StoreConflict
 
     if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
         raise typer.BadParameter("letters, digits, - and _ only (at most 64)", param_hint="NAME")
-    base, domain = normalise_url(url, "--url")
-    oauth_base, _ = normalise_url(oauth_url, "--oauth-url")
-    if oauth_method.upper() not in ("POST", "GET"):
-        raise typer.BadParameter("POST or GET", param_hint="--token-method")
-    secret = _read_client_secret(client_secret_file, client_secret_env)
-    new = NewPortal(
-        name=name,
-        url=base,
-        domain=domain,
-        client_id=client_id,
-        client_secret=secret,
-        oauth_url=oauth_base,
-        scope=scope.replace(" ", ""),
-        token_method=oauth_method.upper(),
-    )
+    webhook = webhook_url_file is not None or webhook_url_env is not None
+    if webhook:
+        oauth_only = {
+            "--url": url,
+            "--client-id": client_id,
+            "--client-secret-file": client_secret_file,
+            "--client-secret-env": client_secret_env,
+            "--oauth-url": oauth_url,
+            "--token-method": oauth_method,
+        }
+        given = [flag for flag, value in oauth_only.items() if value is not None]
+        if given:
+            raise typer.BadParameter(
+                f"a webhook portal takes no {', '.join(given)}: the webhook URL names the "
+                "portal and is its only credential",
+                param_hint="--webhook-url-file/--webhook-url-env",
+            )
+        hook_url, base, domain = _read_webhook_url(webhook_url_file, webhook_url_env)
+        new = NewPortal(
+            name=name,
+            url=base,
+            domain=domain,
+            scope=scope.replace(" ", ""),
+            kind="webhook",
+            webhook_url=hook_url,
+        )
+    else:
+        if url is None:
+            raise typer.BadParameter(
+                "give --url (with --client-id and a client secret), or --webhook-url-file / "
+                "--webhook-url-env",
+                param_hint="--url",
+            )
+        if not client_id:
+            raise typer.BadParameter("an OAuth portal needs its app's client id")
+        base, domain = normalise_url(url, "--url")
+        oauth_base, _ = normalise_url(oauth_url or DEFAULT_OAUTH_URL, "--oauth-url")
+        token_method = (oauth_method or "POST").upper()
+        if token_method not in ("POST", "GET"):
+            raise typer.BadParameter("POST or GET", param_hint="--token-method")
+        secret = _read_client_secret(client_secret_file, client_secret_env)
+        new = NewPortal(
+            name=name,
+            url=base,
+            domain=domain,
+            client_id=client_id,
+            client_secret=secret,
+            oauth_url=oauth_base,
+            scope=scope.replace(" ", ""),
+            token_method=token_method,
+        )
 
     async def work(cfg: Settings) -> None:
         async def add(gw: Any) -> None:
@@ -277,9 +352,60 @@ def portal_add(
         await _with_gateway(cfg, add)
 
     run(work)
+    if webhook:
+        typer.echo(
+            f"portal {name} registered: it calls the incoming webhook at {new.domain}; "
+            f"try it with: b24gate call {name} profile",
+            err=True,
+        )
+        return
     typer.echo(
         f"portal {name} registered; connect it with: b24gate portal authorize {name}", err=True
     )
+
+
+@portal_app.command("set")
+def portal_set(
+    name: str,
+    webhook_url_file: Annotated[
+        Path | None, typer.Option(help="File holding the new incoming webhook's URL.")
+    ] = None,
+    webhook_url_env: Annotated[
+        str | None, typer.Option(help="Variable holding the new incoming webhook's URL.")
+    ] = None,
+) -> None:
+    """Replace a webhook portal's incoming webhook (it was deleted, or the portal moved)."""
+    from .store import StoreConflict
+
+    hook_url, base, domain = _read_webhook_url(webhook_url_file, webhook_url_env)
+
+    async def work(cfg: Settings) -> None:
+        async def replace(gw: Any) -> None:
+            portal = await gw.store.portal(name)
+            if portal is None:
+                fail(f"no portal {name!r}; see `b24gate portal list`")
+            if portal.kind != "webhook":
+                fail(
+                    f"portal {name!r} uses an OAuth app, not a webhook; register a webhook "
+                    "portal with `b24gate portal add NAME --webhook-url-file FILE`"
+                )
+            try:
+                await gw.store.update_portal(
+                    name,
+                    url=base,
+                    domain=domain,
+                    webhook_url=hook_url,
+                    client_endpoint=None,
+                    state="connected",
+                    state_reason=None,
+                )
+            except StoreConflict as exc:
+                fail(str(exc))
+
+        await _with_gateway(cfg, replace)
+
+    run(work)
+    typer.echo(f"portal {name}: it now calls the incoming webhook at {domain}", err=True)
 
 
 @portal_app.command("authorize")
@@ -311,6 +437,7 @@ def portal_authorize(
 def _status(portal: Any, grant: Any) -> dict[str, Any]:
     return {
         "name": portal.name,
+        "kind": portal.kind,
         "domain": portal.domain,
         "member_id": portal.member_id,
         "state": portal.state,
@@ -337,11 +464,15 @@ def portal_status(
 
     info = run(work)
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in info.items() if k != "reason"}))
+        # DESIGN §3's fields, exactly.
+        typer.echo(json.dumps({k: v for k, v in info.items() if k not in ("reason", "kind")}))
         return
     lines = [f"{k}: {v}" for k, v in info.items() if v is not None]
     if info["state"] == "needs_authorization":
-        lines.append(f"fix: b24gate portal authorize {name}")
+        if info["kind"] == "webhook":
+            lines.append(f"fix: b24gate portal set {name} --webhook-url-file FILE")
+        else:
+            lines.append(f"fix: b24gate portal authorize {name}")
     typer.echo("\n".join(lines))
 
 
@@ -438,6 +569,7 @@ def call_command(
 ) -> None:
     """One call from the shell, through the same core; prints Bitrix24's answer."""
     from .bitrix import valid_method
+    from .core import fix_for
     from .errors import NeedsAuthorization
 
     try:
@@ -456,7 +588,9 @@ def call_command(
                 fail(f"no portal {portal!r}; see `b24gate portal list`")
             if record.state != "connected":
                 raise NeedsAuthorization(
-                    record.name, record.state_reason or "the portal was never connected"
+                    record.name,
+                    record.state_reason or "the portal was never connected",
+                    fix=fix_for(record),
                 )
             return await gw.dispatcher.forward(record, method, parsed)
 
@@ -487,21 +621,34 @@ def _logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # Alembic's "Context impl SQLiteImpl." chatter on every start would precede a start-up
+    # error (a foreign master key), which DESIGN §3 wants as one line on stderr.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.", min=0, max=65535)] = 8080,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
 ) -> None:
     """Run the gateway."""
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{path} is not a file", param_hint="--tls-cert/--tls-key")
     try:
         cfg = settings()
     except B24GateError as exc:
         fail(exc.message)
     _logging(cfg.log_level)
+    tls = (str(tls_cert), str(tls_key)) if tls_cert and tls_key else None
     try:
-        _event_loop_run(_serve(cfg, host, port))
+        _event_loop_run(_serve(cfg, host, port, tls))
     except B24GateError as exc:
         fail(exc.message)
     except KeyboardInterrupt:
@@ -517,7 +664,7 @@ def _event_loop_run(work: Coroutine[Any, Any, None]) -> None:
         uvloop.run(work)
 
 
-async def _serve(cfg: Settings, host: str, port: int) -> None:
+async def _serve(cfg: Settings, host: str, port: int, tls: tuple[str, str] | None) -> None:
     """Open the store first, so a bad key or database is one clear line, not a traceback."""
     import uvicorn
 
@@ -528,13 +675,15 @@ async def _serve(cfg: Settings, host: str, port: int) -> None:
     try:
         gateway.start_background()
         config = uvicorn.Config(
-            create_app(cfg, gateway),
+            create_app(cfg, gateway, close_gateway=True),
             host=host,
             port=port,
             access_log=False,
             log_config=None,
             server_header=False,
             lifespan="on",
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
         )
         server = uvicorn.Server(config)
         await server.serve()

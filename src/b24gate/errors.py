@@ -21,6 +21,7 @@ a client secret or a client key.
     │   └── OutcomeUnknown (504)      upstream_outcome_unknown: a write may have happened
     ├── BitrixError (Bitrix24's status) bitrix_error: Bitrix24 answered an error
     │   ├── TokenRejected             expired_token / invalid_token: refresh, retry once
+    │   ├── CredentialsRejected       INVALID_CREDENTIALS: an incoming webhook is gone
     │   ├── QueryLimitExceeded (503)  not executed: back off and retry
     │   └── OperationTimeLimit (429)  the method is blocked until operating_reset_at
     └── OAuthError                    the OAuth server refused a token request
@@ -79,11 +80,10 @@ class NeedsAuthorization(B24GateError):
     code = "needs_authorization"
     status = 409
 
-    def __init__(self, portal: str, reason: str) -> None:
-        super().__init__(
-            f"portal {portal!r} needs authorization ({reason}): "
-            f"run `b24gate portal authorize {portal}` and open the URL it prints"
-        )
+    def __init__(self, portal: str, reason: str, *, fix: str | None = None) -> None:
+        """``fix`` says what the administrator does; by default, authorize the portal again."""
+        fix = fix or f"run `b24gate portal authorize {portal}` and open the URL it prints"
+        super().__init__(f"portal {portal!r} needs authorization ({reason}): {fix}")
         self.portal = portal
         self.reason = reason
 
@@ -92,9 +92,12 @@ class RateLimited(B24GateError):
     code = "rate_limited"
     status = 429
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: float, *, operation_time: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # True when Bitrix24 blocked the method for its operating time (OPERATION_TIME_LIMIT),
+        # False when the request budget is exhausted (QUERY_LIMIT_EXCEEDED).
+        self.operation_time = operation_time
 
 
 class UpstreamError(B24GateError):
@@ -151,6 +154,11 @@ class BitrixError(B24GateError):
 
 class TokenRejected(BitrixError):
     """``expired_token`` or ``invalid_token``: refresh and retry the call once."""
+
+
+class CredentialsRejected(BitrixError):
+    """401 ``INVALID_CREDENTIALS``: the incoming webhook (user + code) is unknown to the
+    portal. No refresh can help; an administrator must register a new webhook."""
 
 
 class QueryLimitExceeded(BitrixError):

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import stamina
+import trustme
 import uvicorn
 
 from b24gate.api import create_app
@@ -40,6 +42,7 @@ class Stack:
     base_url: str
     http: httpx.AsyncClient  # to the gateway
     control: httpx.AsyncClient  # to the sandbox
+    verify: ssl.SSLContext | bool = True  # what trusts the gateway's certificate
 
     async def counters(self) -> dict[str, Any]:
         body: dict[str, Any] = (await self.control.get("/_sandbox/counters")).json()
@@ -64,7 +67,9 @@ class Stack:
         portal = await self.gateway.store.portal(name)
         assert portal is not None
         url = await self.gateway.connector.ticket_url(portal, force=force)
-        async with httpx.AsyncClient(follow_redirects=True, timeout=10) as browser:
+        async with httpx.AsyncClient(
+            follow_redirects=True, timeout=10, verify=self.verify
+        ) as browser:
             return await browser.get(url)
 
     async def add_client(
@@ -89,13 +94,45 @@ class Stack:
         return await self.http.post("/api/v1/call", json=body, headers=sent)
 
 
+@dataclass(frozen=True)
+class Tls:
+    """A certificate for 127.0.0.1 and the CA that signed it (made by trustme)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Tls:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    paths = Tls(tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem")
+    leaf.cert_chain_pems[0].write_to_path(str(paths.cert))
+    for pem in leaf.cert_chain_pems[1:]:
+        pem.write_to_path(str(paths.cert), append=True)
+    leaf.private_key_pem.write_to_path(str(paths.key))
+    ca.cert_pem.write_to_path(str(paths.ca))
+    return paths
+
+
 async def serve_gateway(
-    settings: Settings, gateway: Gateway, port: int
+    settings: Settings, gateway: Gateway, port: int, tls: Tls | None = None
 ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     app = create_app(settings, gateway)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            ssl_certfile=str(tls.cert) if tls else None,
+            ssl_keyfile=str(tls.key) if tls else None,
         )
     )
     task = asyncio.create_task(server.serve())
@@ -106,8 +143,8 @@ async def serve_gateway(
     return server, task
 
 
-def gateway_settings(data_dir: Path, port: int, **overrides: Any) -> Settings:
-    return load_settings(data_dir=data_dir, public_url=f"http://127.0.0.1:{port}", **overrides)
+def gateway_settings(data_dir: Path, port: int, scheme: str = "http", **overrides: Any) -> Settings:
+    return load_settings(data_dir=data_dir, public_url=f"{scheme}://127.0.0.1:{port}", **overrides)
 
 
 MakeStack = Callable[..., Awaitable[Stack]]
@@ -126,10 +163,15 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[MakeStack]:
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
     async def make(
-        sandbox_config: dict[str, Any] | None = None, **settings_overrides: Any
+        sandbox_config: dict[str, Any] | None = None,
+        tls: Tls | None = None,
+        **settings_overrides: Any,
     ) -> Stack:
+        """``tls``: the gateway serves HTTPS with that certificate."""
         port = free_port()
-        redirect = f"http://127.0.0.1:{port}/oauth/callback"
+        scheme = "https" if tls else "http"
+        base_url = f"{scheme}://127.0.0.1:{port}"
+        redirect = f"{base_url}/oauth/callback"
         config = SandboxConfig(
             client_secret=CLIENT_SECRET,
             redirect_uri=redirect,
@@ -140,20 +182,21 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[MakeStack]:
         sandbox = SandboxServer(config, Clock())
         await sandbox.start()
         cleanups.append(sandbox.stop)
-        settings = gateway_settings(tmp_path / f"gw{port}", port, **settings_overrides)
+        settings = gateway_settings(tmp_path / f"gw{port}", port, scheme, **settings_overrides)
         gateway = await Gateway.open(settings)
         cleanups.append(gateway.close)
-        server, task = await serve_gateway(settings, gateway, port)
+        server, task = await serve_gateway(settings, gateway, port, tls)
 
         async def stop_server() -> None:
             server.should_exit = True
             await task
 
         cleanups.append(stop_server)
-        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        verify: ssl.SSLContext | bool = tls.context() if tls else True
+        http = httpx.AsyncClient(base_url=base_url, timeout=30, verify=verify)
         control = httpx.AsyncClient(base_url=sandbox.base_url, timeout=30)
         cleanups.extend([http.aclose, control.aclose])
-        return Stack(sandbox, gateway, settings, f"http://127.0.0.1:{port}", http, control)
+        return Stack(sandbox, gateway, settings, base_url, http, control, verify)
 
     yield make
     for cleanup in reversed(cleanups):

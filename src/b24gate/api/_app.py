@@ -18,9 +18,12 @@ from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..core import ConnectError, Gateway, authenticate, peer_address
-from ..errors import B24GateError, BodyTooLarge, RequestError
+from ..errors import B24GateError, RequestError
 from ..settings import Settings
-from ._errors import error_response, json_response
+from ._body import read_body
+from ._errors import error_response, json_response, log_call
+from ._install import add_install_routes
+from ._rest import add_rest_routes
 
 log = logging.getLogger("b24gate.calls")
 _BOM = b"\xef\xbb\xbf"
@@ -44,20 +47,6 @@ class Call:
     params: dict[str, Any]
     portal: str | None
     domain: str | None
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the body is over the {limit}-byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"the body is over the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_call(raw: bytes) -> Call:
@@ -97,20 +86,23 @@ def _page(title: str, message: str, status: int) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
-def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, gateway: Gateway | None = None, *, close_gateway: bool = False
+) -> FastAPI:
     """The ASGI app; it opens its own :class:`Gateway` unless one is given (tests)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = gateway is None
+        # Closing in the lifespan's shutdown: uvicorn re-raises SIGTERM once it has stopped,
+        # so code after `server.serve()` may never run.
         gw = gateway or await Gateway.open(settings)
         app.state.gateway = gw
-        if owned:
+        if gateway is None:
             gw.start_background()
         try:
             yield
         finally:
-            if owned:
+            if gateway is None or close_gateway:
                 await gw.close()
 
     app = FastAPI(
@@ -163,15 +155,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
             log.exception("unexpected error in /api/v1/call (client=%s method=%s)", who, method)
             return error_response(B24GateError("internal error; see the gateway's log"))
         finally:
-            log.info(
-                "client=%s portal=%s method=%s status=%d total_ms=%.1f upstream_ms=%.1f",
-                who,
-                portal,
-                method,
-                status,
-                (time.perf_counter() - started) * 1000,
-                upstream_ms,
-            )
+            log_call(who, portal, method, status, started, upstream_ms, "api")
 
     @app.get("/oauth/start", include_in_schema=False)
     async def oauth_start(request: Request) -> Response:
@@ -221,6 +205,9 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    add_rest_routes(app)
+    add_install_routes(app)
 
     @app.get("/healthz")
     async def healthz() -> Response:

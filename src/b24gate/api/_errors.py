@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import time
 from typing import Any
 
 from starlette.responses import Response
 
 from ..errors import B24GateError, BitrixError, RateLimited
+
+call_log = logging.getLogger("b24gate.calls")
 
 
 def dumps(body: Any) -> bytes:
@@ -42,3 +46,28 @@ def error_body(exc: B24GateError) -> tuple[dict[str, Any], dict[str, str]]:
 def error_response(exc: B24GateError) -> Response:
     body, headers = error_body(exc)
     return json_response(body, exc.status, headers)
+
+
+def log_call(
+    who: str,
+    portal: str,
+    method: str,
+    status: int,
+    started: float,
+    upstream_ms: float,
+    surface: str,
+) -> None:
+    """The one log line per call: who, where, what, how it ended and how long it took.
+
+    Never the parameters, a token or a key.
+    """
+    call_log.info(
+        "client=%s portal=%s method=%s status=%d total_ms=%.1f upstream_ms=%.1f surface=%s",
+        who,
+        portal,
+        method,
+        status,
+        (time.perf_counter() - started) * 1000,
+        upstream_ms,
+        surface,
+    )

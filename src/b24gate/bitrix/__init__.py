@@ -1,5 +1,6 @@
-"""The Bitrix24 protocol: the OAuth token endpoint, the REST client, error classification and
-method names. It knows nothing of b24gate's clients or storage.
+"""The Bitrix24 protocol: the OAuth token endpoint and ``app.info``, the REST client, error
+classification, method names and incoming webhook URLs. It knows nothing of b24gate's
+clients or storage.
 
     tokens = await OAuthClient(session).refresh(oauth_url, client_id, secret, refresh_token)
     answer = await RestClient(session).call(
@@ -12,11 +13,13 @@ from ._oauth import (
     ALLOWED_OAUTH_HOSTS,
     DEFAULT_OAUTH_TIMEOUT,
     OAuthClient,
+    app_info_url,
     server_endpoint_allowed,
     token_url,
 )
 from ._rest import DEFAULT_REST_TIMEOUT, RestClient
 from ._tokens import TokenSet
+from ._webhook import WebhookUrl, parse_webhook_url
 
 __all__ = [
     "ALLOWED_OAUTH_HOSTS",
@@ -26,7 +29,10 @@ __all__ = [
     "OAuthClient",
     "RestClient",
     "TokenSet",
+    "WebhookUrl",
+    "app_info_url",
     "is_read",
+    "parse_webhook_url",
     "server_endpoint_allowed",
     "token_url",
     "valid_method",

@@ -1,4 +1,5 @@
-"""The OAuth token endpoint (protocol file §1.2-1.5): exchange a code, refresh a grant.
+"""The OAuth server (protocol file §1.2-1.5, §2.3): exchange a code, refresh a grant, and ask
+``app.info`` which application a token belongs to.
 
 The request is a POST form by default, so that the client secret, the code and the refresh
 token travel in the body; ``use_get=True`` is the per-portal fallback for a token server
@@ -51,6 +52,11 @@ _log = logging.getLogger("b24gate.bitrix")
 def token_url(oauth_url: str) -> str:
     """The token endpoint of an OAuth server: ``https://oauth.bitrix.info/oauth/token/``."""
     return oauth_url.rstrip("/") + "/oauth/token/"
+
+
+def app_info_url(oauth_url: str) -> str:
+    """The OAuth server's ``app.info``: ``https://oauth.bitrix.info/rest/app.info``."""
+    return oauth_url.rstrip("/") + "/rest/app.info"
 
 
 def server_endpoint_allowed(url: str) -> bool:
@@ -186,12 +192,35 @@ class OAuthClient:
         }
         return await self._grant(oauth_url, form, (client_secret, refresh_token), use_get=use_get)
 
+    async def app_info(self, oauth_url: str, access_token: str) -> dict[str, Any]:
+        """Ask the OAuth server which application ``access_token`` belongs to: the ``result``
+        of ``app.info`` (``CODE`` is the client id, ``INSTALLED``, ``STATUS``, …).
+
+        Only the server a caller trusts can vouch for a token, so ``oauth_url`` must be one
+        the administrator registered, never one a request named. The token travels in the
+        POST body. Raises :class:`OAuthError` when the server refuses the token (its
+        ``http_status`` says how), :class:`OAuthUnavailable` when it cannot answer.
+        """
+        raw, status = await self._post(app_info_url(oauth_url), {"auth": access_token}, False)
+        _log.debug("app.info at %s answered HTTP %d", _host(app_info_url(oauth_url)), status)
+        body = _checked_body(status, raw, _Redactor((access_token,)))
+        result = body.get("result")
+        if not isinstance(result, dict):
+            raise OAuthUnavailable("invalid_response", f"HTTP {status}, app.info without a result")
+        return result
+
     async def _grant(
         self, oauth_url: str, form: dict[str, str], secrets: Iterable[str], *, use_get: bool
     ) -> TokenSet:
         url = token_url(oauth_url)
+        raw, status = await self._post(url, form, use_get)
+        _log.debug("OAuth %s grant at %s answered HTTP %d", form["grant_type"], _host(url), status)
+        body = _checked_body(status, raw, _Redactor(secrets))
+        return TokenSet.from_response(body, self._clock())
+
+    async def _post(self, url: str, form: dict[str, str], use_get: bool) -> tuple[bytes, int]:
+        """Send ``form`` (a POST body, or with ``use_get`` a query string); the raw answer."""
         host = _host(url)
-        grant_type = form["grant_type"]
         options: dict[str, Any] = {
             "headers": {"Accept": "application/json"},
             "timeout": self._timeout,
@@ -204,8 +233,7 @@ class OAuthClient:
             else:
                 request = self._session.post(url, data=form, **options)
             async with request as response:
-                status = response.status
-                raw = await response.read()
+                return await response.read(), response.status
         except aiohttp.InvalidURL:
             raise OAuthError("invalid_url", "the OAuth server URL is not valid") from None
         except TimeoutError:
@@ -213,6 +241,3 @@ class OAuthClient:
         except (aiohttp.ClientError, OSError) as exc:
             reason = type(exc).__name__
             raise OAuthUnavailable("unreachable", f"cannot reach {host} ({reason})") from None
-        _log.debug("OAuth %s grant at %s answered HTTP %d", grant_type, host, status)
-        body = _checked_body(status, raw, _Redactor(secrets))
-        return TokenSet.from_response(body, self._clock())

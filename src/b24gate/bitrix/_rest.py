@@ -20,6 +20,7 @@ from yarl import URL
 
 from b24gate.errors import (
     BitrixError,
+    CredentialsRejected,
     OperationTimeLimit,
     OutcomeUnknown,
     PortalMoved,
@@ -79,6 +80,8 @@ def _bitrix_error(method: str, status: int, body: dict[str, Any], auth: str | No
     exc: BitrixError
     if key in _TOKEN_ERRORS:
         exc = TokenRejected(status, error, description, body)
+    elif key == "INVALID_CREDENTIALS":
+        exc = CredentialsRejected(status, error, description, body)
     elif key == "QUERY_LIMIT_EXCEEDED":
         exc = QueryLimitExceeded(status, error, description, body)
     elif key == "OPERATION_TIME_LIMIT":

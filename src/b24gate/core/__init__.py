@@ -1,4 +1,5 @@
-"""The gateway's core: client access, tokens, the connect flow and the call dispatcher."""
+"""The gateway's core: client access, tokens, the connect flow, the app's install events and
+the call dispatcher."""
 
 from ._access import (
     NewKey,
@@ -13,7 +14,9 @@ from ._access import (
 from ._connect import Connected, ConnectError, Connector
 from ._dispatcher import CallResult, Dispatcher, RetryPolicy, rest_base
 from ._gateway import Gateway
+from ._install import EventRefused, EventUnverifiable, Installer
 from ._tokens import TokenManager, TokenPolicy
+from ._webhook import fix_for, webhook_fix
 
 __all__ = [
     "CallResult",
@@ -21,17 +24,22 @@ __all__ = [
     "Connected",
     "Connector",
     "Dispatcher",
+    "EventRefused",
+    "EventUnverifiable",
     "Gateway",
+    "Installer",
     "NewKey",
     "RetryPolicy",
     "TokenManager",
     "TokenPolicy",
     "authenticate",
     "bearer",
+    "fix_for",
     "hash_key",
     "key_id_of",
     "key_matches",
     "new_key",
     "peer_address",
     "rest_base",
+    "webhook_fix",
 ]

@@ -69,6 +69,13 @@ class Connector:
         return f"{self._public_url}/oauth/callback"
 
     async def ticket_url(self, portal: Portal, *, force: bool = False) -> str:
+        if portal.kind != "oauth":
+            raise ConnectError(
+                f"portal {portal.name!r} calls an incoming webhook and needs no authorization; "
+                f"to replace the webhook run `b24gate portal set {portal.name} "
+                "--webhook-url-file FILE`",
+                code="not_oauth",
+            )
         ticket = secrets.token_urlsafe(32)
         await self._store.add_ticket(_digest(ticket), portal.id, self._clock() + TICKET_TTL, force)
         return f"{self._public_url}/oauth/start?{urlencode({'ticket': ticket})}"

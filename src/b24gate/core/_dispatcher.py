@@ -19,6 +19,7 @@ import stamina
 
 from ..bitrix import RestClient, is_read, valid_method
 from ..errors import (
+    CredentialsRejected,
     Forbidden,
     NeedsAuthorization,
     OperationTimeLimit,
@@ -33,6 +34,7 @@ from ..errors import (
 from ..store import Client, Portal, Store
 from ._access import check_address, check_method
 from ._tokens import TokenManager
+from ._webhook import fix_for, webhook_base, webhook_moved, webhook_refused
 
 log = logging.getLogger("b24gate.calls")
 
@@ -126,7 +128,9 @@ class Dispatcher:
         check_method(client.methods, method, params)
         if portal.state != "connected":
             raise NeedsAuthorization(
-                portal.name, portal.state_reason or "the portal was never connected"
+                portal.name,
+                portal.state_reason or "the portal was never connected",
+                fix=fix_for(portal),
             )
         started = time.perf_counter()
         body = await self.forward(portal, method, params)
@@ -135,6 +139,8 @@ class Dispatcher:
     async def _forward(
         self, portal: Portal, method: str, params: Mapping[str, Any]
     ) -> dict[str, Any]:
+        if portal.kind == "webhook":
+            return await self._forward_webhook(portal, method, params)
         write = not is_read(method, params)
         grant = await self._tokens.current(portal)
         refreshed = False
@@ -165,7 +171,42 @@ class Dispatcher:
                     reset_at = exc.reset_at or self._reset_at.get((portal.id, method.lower()))
                     wait = max(1.0, (reset_at or self._clock() + 60) - self._clock())
                     raise RateLimited(
-                        f"Bitrix24 blocked {method} for its operating time", wait
+                        f"Bitrix24 blocked {method} for its operating time",
+                        wait,
+                        operation_time=True,
+                    ) from None
+                self._remember_reset(portal, method, body)
+                return body
+        raise AssertionError("unreachable: stamina re-raises the last error")
+
+    async def _forward_webhook(
+        self, portal: Portal, method: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """An incoming webhook's call: to its base URL, no token, never a refresh; the same
+        retries as an OAuth call otherwise."""
+        write = not is_read(method, params)
+        base = webhook_base(portal)
+        retry = self._retry
+        async for attempt in stamina.retry_context(
+            on=_retryable,
+            attempts=retry.limit_attempts,
+            wait_initial=retry.limit_wait,
+            wait_max=retry.limit_wait_max,
+        ):
+            with attempt:
+                try:
+                    body = await self._rest.call(base, method, params, auth=None, write=write)
+                except (CredentialsRejected, TokenRejected) as exc:
+                    raise await webhook_refused(self._store, portal, exc) from None
+                except PortalMoved as moved:
+                    raise webhook_moved(portal, moved) from None
+                except OperationTimeLimit as exc:
+                    reset_at = exc.reset_at or self._reset_at.get((portal.id, method.lower()))
+                    wait = max(1.0, (reset_at or self._clock() + 60) - self._clock())
+                    raise RateLimited(
+                        f"Bitrix24 blocked {method} for its operating time",
+                        wait,
+                        operation_time=True,
                     ) from None
                 self._remember_reset(portal, method, body)
                 return body
@@ -198,6 +239,8 @@ class Dispatcher:
         token attached: the OAuth server is asked where the portal lives now (its
         ``client_endpoint``, for the same ``member_id``), and the call is retried there once.
         """
+        if portal.kind == "webhook":
+            raise moved  # no OAuth server to ask: _forward_webhook has said what to do
         old_base = rest_base(portal)
         grant = await self._tokens.current(portal)
         await self._tokens.refresh(portal, grant.access_token, reason="portal moved")

@@ -14,6 +14,7 @@ from ..settings import Settings
 from ..store import Cipher, Store, database_url, load_master_key
 from ._connect import Connector
 from ._dispatcher import Dispatcher
+from ._install import Installer
 from ._tokens import TokenManager, TokenPolicy
 
 log = logging.getLogger("b24gate")
@@ -29,6 +30,7 @@ class Gateway:
     tokens: TokenManager
     dispatcher: Dispatcher
     connector: Connector
+    installer: Installer
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -71,6 +73,7 @@ class Gateway:
             tokens=tokens,
             dispatcher=Dispatcher(store, tokens, rest),
             connector=Connector(store, oauth, settings.public_url),
+            installer=Installer(store, oauth, tokens),
         )
 
     def start_background(self) -> None:

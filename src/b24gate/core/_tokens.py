@@ -129,6 +129,43 @@ class TokenManager:
                 fresh_portal = await self._store.portal(portal.name) or portal
                 return await self._refresh_locked(fresh_portal, grant, reason)
 
+    async def replace(
+        self,
+        portal: Portal,
+        grant: Grant,
+        *,
+        member_id: str | None,
+        client_endpoint: str | None,
+        granted_scope: str | None,
+        application_token: str | None,
+    ) -> Grant:
+        """Store a grant that arrived without a refresh (the app's install event), under the
+        same locks as a refresh, so that a refresh in flight cannot overwrite it."""
+        async with (
+            self._lock(portal.id),
+            self._store.refresh_lock(portal.id, wait=LOCK_WAIT, lease=LEASE),
+        ):
+            return await self._store.save_grant(
+                portal,
+                grant,
+                member_id=member_id,
+                client_endpoint=client_endpoint,
+                granted_scope=granted_scope,
+                application_token=application_token,
+            )
+
+    async def erase(self, portal: Portal, reason: str) -> None:
+        """Forget the portal's grant and its install's application token (the app was
+        uninstalled): the portal becomes ``not_connected``. Under the refresh locks, so that
+        a refresh in flight cannot bring the grant back or overwrite the state."""
+        async with (
+            self._lock(portal.id),
+            self._store.refresh_lock(portal.id, wait=LOCK_WAIT, lease=LEASE),
+        ):
+            await self._store.mark_portal(
+                portal.name, "not_connected", reason, forget_application_token=True
+            )
+
     async def _refresh_locked(self, portal: Portal, grant: Grant, reason: str) -> Grant:
         started = time.perf_counter()
         try:
@@ -188,7 +225,7 @@ class TokenManager:
         """
         done = 0
         for portal in await self._store.portals():
-            if portal.state != "connected":
+            if portal.state != "connected" or portal.kind != "oauth":  # webhooks never expire
                 continue
             grant = await self._store.grant(portal)
             if (

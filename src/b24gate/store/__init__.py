@@ -1,5 +1,5 @@
-"""The store: portals, their encrypted OAuth grants, client keys, one-time tickets and states,
-and the cross-process refresh lock, on SQLite or PostgreSQL.
+"""The store: portals (OAuth or incoming webhook), their encrypted OAuth grants, client keys,
+one-time tickets and states, and the cross-process refresh lock, on SQLite or PostgreSQL.
 
     cipher = Cipher(load_master_key(data_dir, env_value, key_file))
     store = await Store.open(database_url(data_dir, url), cipher)
@@ -15,6 +15,7 @@ from ._store import (
     NewPortal,
     Portal,
     PortalChanges,
+    PortalKind,
     PortalState,
     Store,
     StoreConflict,
@@ -29,6 +30,7 @@ __all__ = [
     "NewPortal",
     "Portal",
     "PortalChanges",
+    "PortalKind",
     "PortalState",
     "Store",
     "StoreConflict",

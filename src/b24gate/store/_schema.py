@@ -1,7 +1,8 @@
-"""The tables of the store: one MetaData that migration 0001 creates exactly.
+"""The tables of the store: one MetaData that the migrations (0001, 0002) create exactly.
 
-Secret columns (``client_secret``, ``access_token``, ``refresh_token``, ``meta.value``)
-hold blobs sealed by :class:`~b24gate.store._crypto.Cipher`; client keys are only hashed.
+Secret columns (``client_secret``, ``webhook_url``, ``application_token``, ``access_token``,
+``refresh_token``, ``meta.value``) hold blobs sealed by :class:`~b24gate.store._crypto.Cipher`;
+client keys are only hashed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ portals = sa.Table(
     sa.Column("state_reason", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Migration 0002. "oauth": a local or marketplace app's grant; "webhook": an incoming
+    # webhook, whose URL (secret in its path) is sealed in webhook_url, and whose client_id
+    # is "" and client_secret a sealed "". application_token: the app's token from its
+    # install event, sealed, to check later events (ONAPPUNINSTALL) against.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="oauth"),
+    sa.Column("webhook_url", sa.LargeBinary, nullable=True),
+    sa.Column("application_token", sa.LargeBinary, nullable=True),
     # AUTOINCREMENT: an id is never reused, so nothing keyed by a deleted portal's id
     # (an advisory lock, a log line) can be mistaken for a new portal.
     sqlite_autoincrement=True,

@@ -28,9 +28,13 @@ from ._schema import client_portals, clients, grants, meta, oauth_states, portal
 
 PortalState = Literal["connected", "needs_authorization", "not_connected"]
 TokenMethod = Literal["POST", "GET"]
+# "oauth": calls carry the grant's access token; "webhook": calls go to an incoming webhook
+# URL, which carries its own secret in its path (protocol file §2.1, §3.1).
+PortalKind = Literal["oauth", "webhook"]
 
 _STATES: Final = frozenset(get_args(PortalState))
 _TOKEN_METHODS: Final = frozenset(get_args(TokenMethod))
+_KINDS: Final = frozenset(get_args(PortalKind))
 _KEY_CHECK: Final = "b24gate master key check"
 
 
@@ -41,16 +45,23 @@ class StoreConflict(ValueError):
 
 @dataclass(frozen=True)
 class NewPortal:
-    """A portal as the administrator registers it."""
+    """A portal as the administrator registers it.
+
+    An OAuth portal (``kind="oauth"``) needs ``client_id``, ``client_secret`` and
+    ``oauth_url``; a webhook portal (``kind="webhook"``) needs ``webhook_url`` instead, and
+    is connected from the start.
+    """
 
     name: str
     url: str
     domain: str
-    client_id: str
-    client_secret: str = field(repr=False)
-    oauth_url: str
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    oauth_url: str = ""
     scope: str = ""
     token_method: str = "POST"  # noqa: S105  (an HTTP method, "POST" or "GET")
+    kind: str = "oauth"
+    webhook_url: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,11 @@ class Portal:
     state_reason: str | None
     created_at: float
     updated_at: float
+    kind: PortalKind = "oauth"
+    # Decrypted: the incoming webhook's URL, its secret in the path (webhook portals only).
+    webhook_url: str | None = field(default=None, repr=False)
+    # Decrypted: the app's token from its install event, to check later events against.
+    application_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -119,10 +135,24 @@ class PortalChanges(TypedDict, total=False):
     granted_scope: str | None
     state: PortalState
     state_reason: str | None
+    kind: PortalKind
+    webhook_url: str | None
+    application_token: str | None
 
 
 _CHANGEABLE: Final = frozenset(PortalChanges.__annotations__)
-_NULLABLE: Final = frozenset({"member_id", "client_endpoint", "granted_scope", "state_reason"})
+_NULLABLE: Final = frozenset(
+    {
+        "member_id",
+        "client_endpoint",
+        "granted_scope",
+        "state_reason",
+        "webhook_url",
+        "application_token",
+    }
+)
+# Portal columns sealed with the portal's name and the column's name as associated data.
+_SEALED: Final = ("client_secret", "webhook_url", "application_token")
 
 
 class Store:
@@ -180,6 +210,11 @@ class Store:
 
     async def add_portal(self, new: NewPortal) -> Portal:
         _check_choice("token_method", new.token_method, _TOKEN_METHODS)
+        _check_choice("kind", new.kind, _KINDS)
+        if new.kind == "webhook" and not new.webhook_url:
+            raise ValueError("a webhook portal needs its webhook URL")
+        if new.kind == "oauth" and new.webhook_url is not None:
+            raise ValueError("an OAuth portal has no webhook URL")
         now = time.time()
         values: dict[str, Any] = {
             "name": new.name,
@@ -189,11 +224,16 @@ class Store:
             "oauth_url": new.oauth_url,
             "scope": new.scope,
             "token_method": new.token_method,
+            "kind": new.kind,
         }
+        if new.kind == "webhook":
+            # Nothing to authorize: the webhook works as soon as Bitrix24 created it.
+            values["state"] = "connected"
         if not new.name:
             raise ValueError("a portal needs a name")
         _check_lengths(portals, values)
         values["client_secret"] = self._seal_secret(new.name, new.client_secret)
+        values["webhook_url"] = self._seal_portal_field(new.name, "webhook_url", new.webhook_url)
         try:
             async with write_transaction(self._engine) as conn:
                 taken = (
@@ -246,11 +286,14 @@ class Store:
             _check_choice("state", values["state"], _STATES)
         if "token_method" in values:
             _check_choice("token_method", values["token_method"], _TOKEN_METHODS)
+        if "kind" in values:
+            _check_choice("kind", values["kind"], _KINDS)
         if "domain" in values:
             values["domain"] = values["domain"].lower()
         _check_lengths(portals, values)
-        if "client_secret" in values:
-            values["client_secret"] = self._seal_secret(name, values["client_secret"])
+        for column in _SEALED:
+            if column in values:
+                values[column] = self._seal_portal_field(name, column, values[column])
         values["updated_at"] = time.time()
         try:
             async with write_transaction(self._engine) as conn:
@@ -262,6 +305,9 @@ class Store:
                         .returning(*portals.c)
                     )
                 ).first()
+                if row is not None and row.kind == "webhook" and row.webhook_url is None:
+                    # Raised inside the transaction: the change is rolled back.
+                    raise ValueError("a webhook portal needs its webhook URL")
         except IntegrityError:
             raise StoreConflict(
                 f"another portal already has the domain {values.get('domain')!r}"
@@ -270,14 +316,28 @@ class Store:
             raise _unknown_portal(name)
         return self._portal(row)
 
-    async def mark_portal(self, name: str, state: PortalState, reason: str | None) -> None:
-        """Set a portal's state; ``not_connected`` also deletes its grant, in one transaction."""
+    async def mark_portal(
+        self,
+        name: str,
+        state: PortalState,
+        reason: str | None,
+        *,
+        forget_application_token: bool = False,
+    ) -> None:
+        """Set a portal's state; ``not_connected`` also deletes its grant, in one transaction.
+
+        ``forget_application_token`` erases the install event's token too (the app was
+        uninstalled: no later event of that installation may be trusted).
+        """
         _check_choice("state", state, _STATES)
+        values: dict[str, Any] = {"state": state, "state_reason": reason, "updated_at": time.time()}
+        if forget_application_token:
+            values["application_token"] = None
         async with write_transaction(self._engine) as conn:
             portal_id = await conn.scalar(
                 portals.update()
                 .where(portals.c.name == name)
-                .values(state=state, state_reason=reason, updated_at=time.time())
+                .values(**values)
                 .returning(portals.c.id)
             )
             if portal_id is None:
@@ -316,10 +376,12 @@ class Store:
         member_id: str | None = None,
         client_endpoint: str | None = None,
         granted_scope: str | None = None,
+        application_token: str | None = None,
     ) -> Grant:
         """Store new tokens and mark the portal connected, in one transaction.
 
-        The given portal fields are set when not None. Returns the grant with its new version.
+        The given portal fields are set when not None (``application_token`` sealed). Returns
+        the grant with its new version.
         """
         portal_values: dict[str, Any] = {
             "state": "connected",
@@ -344,6 +406,16 @@ class Store:
             )
             if name is None:
                 raise _unknown_portal(portal.name)
+            if application_token is not None:
+                await conn.execute(
+                    portals.update()
+                    .where(portals.c.id == portal.id)
+                    .values(
+                        application_token=self._seal_portal_field(
+                            name, "application_token", application_token
+                        )
+                    )
+                )
             tokens = {
                 "access_token": self._seal_token(name, "access_token", grant.access_token),
                 "refresh_token": self._seal_token(name, "refresh_token", grant.refresh_token),
@@ -503,6 +575,11 @@ class Store:
             secret, table="portals", row=portal_name, column="client_secret"
         )
 
+    def _seal_portal_field(self, portal_name: str, column: str, value: str | None) -> bytes | None:
+        if value is None:
+            return None
+        return self._cipher.encrypt(value, table="portals", row=portal_name, column=column)
+
     def _seal_token(self, portal_name: str, column: str, token: str) -> bytes:
         return self._cipher.encrypt(token, table="grants", row=portal_name, column=column)
 
@@ -511,9 +588,11 @@ class Store:
 
     def _portal(self, row: sa.Row[Any]) -> Portal:
         values = dict(row._mapping)
-        values["client_secret"] = self._cipher.decrypt(
-            values["client_secret"], table="portals", row=row.name, column="client_secret"
-        )
+        for column in _SEALED:
+            if values[column] is not None:
+                values[column] = self._cipher.decrypt(
+                    values[column], table="portals", row=row.name, column=column
+                )
         return Portal(**values)
 
     async def _one_portal(self, where: sa.ColumnElement[bool]) -> Portal | None:

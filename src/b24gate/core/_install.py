@@ -1,0 +1,261 @@
+"""The local application's install and uninstall events: installing the app connects its
+portal with no further step, uninstalling it disconnects the portal.
+
+``ONAPPINSTALL`` (and the "uses only API" installation callback, which carries the same
+``auth`` block) brings an access and a refresh token. Nothing the request says about
+itself is trusted: its domain only picks which registered portals to consider, the token
+is shown to ``app.info`` at those portals' own OAuth servers (never at the
+``server_endpoint`` or ``client_endpoint`` the request names), and the grant is stored
+only for the portal whose client id ``app.info`` returns. ``ONAPPUNINSTALL`` carries no
+usable token; its ``application_token``, compared with the one kept from the install, is
+its only proof (protocol file §2.4, §2.5).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from ..bitrix import OAuthClient
+from ..errors import B24GateError, OAuthError, OAuthUnavailable, RequestError
+from ..store import Grant, Portal, Store
+from ._tokens import TokenManager, acceptable_endpoint
+
+log = logging.getLogger("b24gate.install")
+
+UNINSTALLED = "the application was uninstalled"
+_MEMBER_ID = re.compile(r"[A-Za-z0-9]{1,64}")
+_DEFAULT_TTL = 3600.0
+
+
+class EventRefused(B24GateError):
+    """The event is forged or cannot be matched to a portal. The message says nothing that
+    would help a forger; the log has the reason."""
+
+    code = "event_refused"
+    status = 403
+
+    def __init__(self) -> None:
+        super().__init__("the event was refused")
+
+
+class EventUnverifiable(B24GateError):
+    """The OAuth server that could vouch for the event's token did not answer."""
+
+    code = "oauth_unavailable"
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("the event cannot be verified now")
+
+
+def _host(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        return (urlsplit(value if "//" in value else f"//{value}").netloc or value).lower()
+    except ValueError:
+        return ""
+
+
+def _shown(value: Any) -> str:
+    """A value the request sent, safe for a log line: quoted and cut short."""
+    return repr(str(value)[:80])
+
+
+def _known_hosts(portal: Portal) -> set[str]:
+    hosts = {portal.domain}
+    if portal.client_endpoint:
+        hosts.add(_host(portal.client_endpoint))
+    return hosts
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        return None
+    return number if number is not None and number > 0 else None
+
+
+def auth_block(fields: Mapping[str, Any]) -> dict[str, str]:
+    """The event's ``auth`` fields as strings (a form sends strings, JSON may send numbers)."""
+    auth = fields.get("auth")
+    if not isinstance(auth, Mapping):
+        raise RequestError("not an application event: the `auth` block is missing")
+    return {
+        str(key): str(value)
+        for key, value in auth.items()
+        if isinstance(value, str | int | float) and not isinstance(value, bool)
+    }
+
+
+class Installer:
+    """Verifies and applies the app's install and uninstall events."""
+
+    def __init__(
+        self,
+        store: Store,
+        oauth: OAuthClient,
+        tokens: TokenManager,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._oauth = oauth
+        self._tokens = tokens
+        self._clock = clock
+
+    async def handle(self, fields: Mapping[str, Any]) -> str:
+        """Apply one event (the request's fields, PHP brackets already nested); the name of
+        the portal it changed. Raises :class:`EventRefused`, :class:`EventUnverifiable` or
+        :class:`RequestError`, having changed nothing."""
+        event = fields.get("event")
+        # The installation callback of a "uses only API" app may come without `event`.
+        name = event.upper() if isinstance(event, str) and event else "ONAPPINSTALL"
+        auth = auth_block(fields)
+        if name == "ONAPPINSTALL":
+            return await self.install(auth)
+        if name == "ONAPPUNINSTALL":
+            return await self.uninstall(auth)
+        raise RequestError(f"the event {name[:40]!r} is not handled here", code="unknown_event")
+
+    # -- install ---------------------------------------------------------------------------
+
+    async def install(self, auth: Mapping[str, str]) -> str:
+        access, refresh = auth.get("access_token", ""), auth.get("refresh_token", "")
+        if not access or not refresh:
+            raise RequestError("an install event carries an access and a refresh token")
+        domain = _host(auth.get("domain"))
+        # The claimed domain only narrows which registered portals, and so which trusted
+        # OAuth servers, are asked; the decision is app.info's.
+        candidates = [
+            p
+            for p in await self._store.portals()
+            if p.kind == "oauth" and domain in _known_hosts(p)
+        ]
+        if not candidates:
+            _refuse(f"no OAuth portal is registered for the domain {_shown(domain)}")
+        server, info = await self._app_info(candidates, access)
+        code = info.get("CODE")
+        portal = next(
+            (p for p in candidates if p.client_id == code and p.oauth_url == server), None
+        )
+        if portal is None:
+            _refuse(
+                f"the token belongs to the application {_shown(code)}, which is not the client "
+                f"id of the portal registered for {_shown(domain)}"
+            )
+        member_id = auth.get("member_id") or None
+        if member_id is not None and not _MEMBER_ID.fullmatch(member_id):
+            _refuse(f"the member_id {_shown(member_id)} is malformed", portal)
+        # app.info does not name the portal's member_id, so the event's may only fill a gap
+        # or agree: a different one is another Bitrix24, which takes an administrator
+        # (`portal authorize --force`), never an event.
+        if portal.member_id and member_id and member_id != portal.member_id:
+            _refuse(
+                f"the event names member_id {_shown(member_id)}, not the portal's "
+                f"{portal.member_id}",
+                portal,
+            )
+        now = self._clock()
+        expires = _number(auth.get("expires"))
+        if expires is None:
+            expires = now + (_number(auth.get("expires_in")) or _DEFAULT_TTL)
+        user_id = auth.get("user_id", "")
+        scope = auth.get("scope") or None
+        application_token = auth.get("application_token") or None
+        await self._tokens.replace(
+            portal,
+            Grant(
+                access_token=access,
+                refresh_token=refresh,
+                access_expires_at=expires,
+                refresh_obtained_at=now,
+                user_id=int(user_id) if user_id.isdigit() else None,
+                # The event's server_endpoint is never stored: the grant is refreshed at the
+                # portal's registered OAuth server until a token response says otherwise.
+                server_endpoint=None,
+            ),
+            member_id=member_id if not portal.member_id else None,
+            client_endpoint=self._client_endpoint(portal, auth.get("client_endpoint")),
+            granted_scope=scope if scope is None or len(scope) <= 512 else None,
+            application_token=application_token if application_token else None,
+        )
+        log.info(
+            "portal=%s connected by the application's install event (member_id %s)",
+            portal.name,
+            member_id or portal.member_id,
+        )
+        return portal.name
+
+    async def _app_info(self, candidates: list[Portal], access: str) -> tuple[str, dict[str, Any]]:
+        """Ask the candidates' OAuth servers in turn; the first that knows the token answers."""
+        servers = list(dict.fromkeys(p.oauth_url for p in candidates))
+        unavailable = False
+        for server in servers:
+            try:
+                return server, await self._oauth.app_info(server, access)
+            except OAuthUnavailable as exc:
+                unavailable = True
+                log.warning("install event: app.info could not be asked (%s)", exc.error)
+            except OAuthError as exc:
+                log.info("install event: app.info refused the token (%s)", exc.error)
+        if unavailable:
+            log.warning("install event not verified: the OAuth server did not answer")
+            raise EventUnverifiable()
+        _refuse("the OAuth server does not know the event's access token")
+
+    @staticmethod
+    def _client_endpoint(portal: Portal, claimed: str | None) -> str | None:
+        """The event's ``client_endpoint``, only when it is https (or loopback) on the
+        portal's registered host: the REST base decides where tokens are sent, app.info does
+        not vouch for it, so an event may not move a portal. A portal that really moved is
+        found through its OAuth server on the next refresh (DESIGN §5)."""
+        endpoint = acceptable_endpoint(claimed)
+        if endpoint is None or len(endpoint) > 512 or _host(endpoint) != portal.domain:
+            if claimed:
+                log.info("portal=%s: the event's client_endpoint was not taken", portal.name)
+            return None
+        return endpoint
+
+    # -- uninstall -------------------------------------------------------------------------
+
+    async def uninstall(self, auth: Mapping[str, str]) -> str:
+        token = auth.get("application_token", "")
+        member_id = auth.get("member_id", "")
+        domain = _host(auth.get("domain"))
+        if not token:
+            _refuse("an uninstall event without an application_token")
+        candidates = [
+            p
+            for p in await self._store.portals()
+            if p.kind == "oauth"
+            and ((member_id and p.member_id == member_id) or (domain and domain in _known_hosts(p)))
+        ]
+        # Every candidate is compared, in constant time, whatever the first one gave.
+        matched = [
+            p
+            for p in candidates
+            if hmac.compare_digest((p.application_token or "").encode(), token.encode())
+            and p.application_token
+        ]
+        if not matched:
+            _refuse(
+                f"no portal for member_id {_shown(member_id)} / domain {_shown(domain)} "
+                "holds the event's application_token"
+            )
+        for portal in matched:
+            await self._tokens.erase(portal, UNINSTALLED)
+            log.warning("portal=%s disconnected: %s", portal.name, UNINSTALLED)
+        return matched[0].name
+
+
+def _refuse(reason: str, portal: Portal | None = None) -> NoReturn:
+    where = f"portal={portal.name} " if portal else ""
+    log.warning("%sapplication event refused: %s", where, reason)
+    raise EventRefused()
