@@ -7,11 +7,14 @@ one-line message, 2 usage error (DESIGN §3).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import ipaddress
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -615,11 +618,16 @@ async def _noop(gw: Any) -> None:
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    """Log lines to stderr from a thread of their own: the event loop never waits on a write."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
+    atexit.register(listener.stop)
+    root = logging.getLogger()
+    root.addHandler(logging.handlers.QueueHandler(records))
+    root.setLevel(level.upper())
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # Alembic's "Context impl SQLiteImpl." chatter on every start would precede a start-up
     # error (a foreign master key), which DESIGN §3 wants as one line on stderr.

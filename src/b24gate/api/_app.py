@@ -22,6 +22,7 @@ from ..errors import B24GateError, RequestError
 from ..settings import Settings
 from ._body import read_body
 from ._errors import error_response, json_response, log_call
+from ._fast import FastPaths
 from ._install import add_install_routes
 from ._rest import add_rest_routes
 
@@ -88,7 +89,7 @@ def _page(title: str, message: str, status: int) -> HTMLResponse:
 
 def create_app(
     settings: Settings, gateway: Gateway | None = None, *, close_gateway: bool = False
-) -> FastAPI:
+) -> FastPaths:
     """The ASGI app; it opens its own :class:`Gateway` unless one is given (tests)."""
 
     @asynccontextmanager
@@ -129,7 +130,8 @@ def create_app(
         who = portal = method = "-"
         status, upstream_ms = 500, 0.0
         try:
-            client = await authenticate(gw.store, request.headers.get("authorization"))
+            await gw.reads.refresh()
+            client = await authenticate(gw.reads, request.headers.get("authorization"))
             who = client.name
             payload = parse_call(await read_body(request, gw.settings.body_limit))
             method = payload.method if len(payload.method) <= 100 else payload.method[:100] + "…"
@@ -224,7 +226,7 @@ def create_app(
             return json_response({"status": "unavailable", "error": type(exc).__name__}, 503)
         return json_response({"status": "ok"})
 
-    return app
+    return FastPaths(app, {("POST", "/api/v1/call"): call})
 
 
 async def _admin_ticket(gw: Gateway, request: Request) -> str:

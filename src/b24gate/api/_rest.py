@@ -194,7 +194,8 @@ def error_response(exc: B24GateError, *, url_key: bool, v3: bool) -> Response:
 async def _client(gw: Gateway, rest: RestRequest) -> Client:
     if rest.key is None:
         raise Unauthorized("no client key")
-    client = await authenticate(gw.store, f"Bearer {rest.key}")
+    await gw.reads.refresh()
+    client = await authenticate(gw.reads, f"Bearer {rest.key}")
     if rest.url_key and not client.allow_url_key:
         # The key was in a URL; refuse it the same way, so that a probe learns nothing.
         raise Unauthorized("this key may not travel in a URL")

@@ -10,10 +10,10 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import Forbidden, Unauthorized
-from ..store import Client, Store
+from ..store import Client
 
 KEY_PREFIX = "b24_"
 _KEY = re.compile(r"^b24_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -122,7 +122,11 @@ def peer_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[
     return hops[0] if hops else peer
 
 
-async def authenticate(store: Store, authorization: str | None) -> Client:
+class ClientLookup(Protocol):
+    async def client_by_key_id(self, key_id: str) -> Client | None: ...
+
+
+async def authenticate(store: ClientLookup, authorization: str | None) -> Client:
     """The client behind an ``Authorization: Bearer`` header; revocation counts at once."""
     key = bearer(authorization)
     key_id = key_id_of(key)

@@ -8,9 +8,10 @@ write: the client gets ``upstream_outcome_unknown``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +32,7 @@ from ..errors import (
     UnknownPortal,
     UpstreamUnreachable,
 )
-from ..store import Client, Portal, Store
+from ..store import Client, Portal, ReadCache, Store
 from ._access import check_address, check_method
 from ._tokens import TokenManager
 from ._webhook import fix_for, webhook_base, webhook_moved, webhook_refused
@@ -73,8 +74,11 @@ class Dispatcher:
         rest: RestClient,
         retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], float] = time.time,
+        reads: ReadCache | None = None,
     ) -> None:
         self._store = store
+        # Portals are read through the cache the HTTP surface refreshes once per call.
+        self._reads: ReadCache = reads or ReadCache(store)
         self._tokens = tokens
         self._rest = rest
         self._retry = retry
@@ -85,15 +89,15 @@ class Dispatcher:
     async def resolve(self, client: Client, name: str | None, domain: str | None) -> Portal:
         """The portal a call names (by name or registered domain), or the client's only one."""
         if name is not None:
-            portal = await self._store.portal(name)
+            portal = await self._reads.portal(name)
         elif domain is not None:
             host = (
                 urlsplit(domain if "//" in domain else f"//{domain}").netloc.lower()
                 or domain.lower()
             )
-            portal = await self._store.portal_by_domain(host) or await self._moved_to(host)
+            portal = await self._reads.portal_by_domain(host) or await self._moved_to(host)
         elif len(client.portals) == 1:
-            portal = await self._store.portal(client.portals[0])
+            portal = await self._reads.portal(client.portals[0])
         else:
             raise RequestError("`portal` is required: this key may use several portals")
         if portal is None:
@@ -104,7 +108,7 @@ class Dispatcher:
 
     async def _moved_to(self, host: str) -> Portal | None:
         """A portal whose OAuth server named ``host`` as its new address (a moved portal)."""
-        for portal in await self._store.portals():
+        for portal in await self._reads.portals():
             if portal.client_endpoint and urlsplit(portal.client_endpoint).netloc.lower() == host:
                 return portal
         return None
@@ -139,77 +143,71 @@ class Dispatcher:
     async def _forward(
         self, portal: Portal, method: str, params: Mapping[str, Any]
     ) -> dict[str, Any]:
+        write = not is_read(method, params)
+        once: Callable[[], Awaitable[dict[str, Any]]]
         if portal.kind == "webhook":
-            return await self._forward_webhook(portal, method, params)
-        write = not is_read(method, params)
-        grant = await self._tokens.current(portal)
-        refreshed = False
-        retry = self._retry
-        async for attempt in stamina.retry_context(
-            on=_retryable,
-            attempts=retry.limit_attempts,
-            wait_initial=retry.limit_wait,
-            wait_max=retry.limit_wait_max,
-        ):
-            with attempt:
-                try:
-                    try:
-                        body = await self._rest.call(
-                            rest_base(portal), method, params, auth=grant.access_token, write=write
-                        )
-                    except TokenRejected:
-                        if refreshed:
-                            raise
-                        refreshed = True
-                        grant = await self._tokens.refresh(
-                            portal, grant.access_token, reason="token refused"
-                        )
-                        body = await self._rest.call(
-                            rest_base(portal), method, params, auth=grant.access_token, write=write
-                        )
-                except OperationTimeLimit as exc:
-                    reset_at = exc.reset_at or self._reset_at.get((portal.id, method.lower()))
-                    wait = max(1.0, (reset_at or self._clock() + 60) - self._clock())
-                    raise RateLimited(
-                        f"Bitrix24 blocked {method} for its operating time",
-                        wait,
-                        operation_time=True,
-                    ) from None
-                self._remember_reset(portal, method, body)
-                return body
-        raise AssertionError("unreachable: stamina re-raises the last error")
+            # An incoming webhook: its own URL, no token, never a refresh.
+            base = webhook_base(portal)
 
-    async def _forward_webhook(
-        self, portal: Portal, method: str, params: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """An incoming webhook's call: to its base URL, no token, never a refresh; the same
-        retries as an OAuth call otherwise."""
-        write = not is_read(method, params)
-        base = webhook_base(portal)
-        retry = self._retry
-        async for attempt in stamina.retry_context(
-            on=_retryable,
-            attempts=retry.limit_attempts,
-            wait_initial=retry.limit_wait,
-            wait_max=retry.limit_wait_max,
-        ):
-            with attempt:
+            async def once() -> dict[str, Any]:
                 try:
-                    body = await self._rest.call(base, method, params, auth=None, write=write)
+                    return await self._rest.call(base, method, params, auth=None, write=write)
                 except (CredentialsRejected, TokenRejected) as exc:
                     raise await webhook_refused(self._store, portal, exc) from None
                 except PortalMoved as moved:
                     raise webhook_moved(portal, moved) from None
-                except OperationTimeLimit as exc:
-                    reset_at = exc.reset_at or self._reset_at.get((portal.id, method.lower()))
-                    wait = max(1.0, (reset_at or self._clock() + 60) - self._clock())
-                    raise RateLimited(
-                        f"Bitrix24 blocked {method} for its operating time",
-                        wait,
-                        operation_time=True,
-                    ) from None
-                self._remember_reset(portal, method, body)
-                return body
+
+        else:
+            grant = await self._tokens.current(portal)
+            refreshed = False
+
+            async def once() -> dict[str, Any]:
+                nonlocal grant, refreshed
+                try:
+                    return await self._rest.call(
+                        rest_base(portal), method, params, auth=grant.access_token, write=write
+                    )
+                except TokenRejected:
+                    if refreshed:
+                        raise
+                    refreshed = True
+                    grant = await self._tokens.refresh(
+                        portal, grant.access_token, reason="token refused"
+                    )
+                    return await self._rest.call(
+                        rest_base(portal), method, params, auth=grant.access_token, write=write
+                    )
+
+        try:
+            try:
+                # The common case pays nothing for the retry machinery.
+                body = await once()
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                body = await self._retrying(once)
+        except OperationTimeLimit as exc:
+            reset_at = exc.reset_at or self._reset_at.get((portal.id, method.lower()))
+            wait = max(1.0, (reset_at or self._clock() + 60) - self._clock())
+            raise RateLimited(
+                f"Bitrix24 blocked {method} for its operating time", wait, operation_time=True
+            ) from None
+        self._remember_reset(portal, method, body)
+        return body
+
+    async def _retrying(self, once: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """The attempts after a first one failed in a way worth retrying, with back-off."""
+        retry = self._retry
+        if not stamina.is_testing():
+            await asyncio.sleep(retry.limit_wait)
+        async for attempt in stamina.retry_context(
+            on=_retryable,
+            attempts=retry.limit_attempts - 1,
+            wait_initial=retry.limit_wait,
+            wait_max=retry.limit_wait_max,
+        ):
+            with attempt:
+                return await once()
         raise AssertionError("unreachable: stamina re-raises the last error")
 
     def _remember_reset(self, portal: Portal, method: str, body: Mapping[str, Any]) -> None:
@@ -240,7 +238,7 @@ class Dispatcher:
         ``client_endpoint``, for the same ``member_id``), and the call is retried there once.
         """
         if portal.kind == "webhook":
-            raise moved  # no OAuth server to ask: _forward_webhook has said what to do
+            raise moved  # no OAuth server to ask: _forward has said what to do
         old_base = rest_base(portal)
         grant = await self._tokens.current(portal)
         await self._tokens.refresh(portal, grant.access_token, reason="portal moved")

@@ -11,7 +11,7 @@ import aiohttp
 
 from ..bitrix import OAuthClient, RestClient
 from ..settings import Settings
-from ..store import Cipher, Store, database_url, load_master_key
+from ..store import Cipher, ReadCache, Store, database_url, load_master_key
 from ._connect import Connector
 from ._dispatcher import Dispatcher
 from ._install import Installer
@@ -28,6 +28,7 @@ class Gateway:
     store: Store
     session: aiohttp.ClientSession
     tokens: TokenManager
+    reads: ReadCache
     dispatcher: Dispatcher
     connector: Connector
     installer: Installer
@@ -65,13 +66,15 @@ class Gateway:
             keepalive_age=settings.keepalive_days * 24 * 3600,
             attempts=settings.refresh_attempts,
         )
-        tokens = TokenManager(store, oauth, policy)
+        reads = ReadCache(store)
+        tokens = TokenManager(store, oauth, policy, reads=reads)
         return cls(
             settings=settings,
             store=store,
             session=session,
             tokens=tokens,
-            dispatcher=Dispatcher(store, tokens, rest),
+            reads=reads,
+            dispatcher=Dispatcher(store, tokens, rest, reads=reads),
             connector=Connector(store, oauth, settings.public_url),
             installer=Installer(store, oauth, tokens),
         )

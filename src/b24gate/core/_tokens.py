@@ -22,7 +22,7 @@ import stamina
 
 from ..bitrix import OAuthClient, TokenSet, server_endpoint_allowed
 from ..errors import GrantRevoked, NeedsAuthorization, OAuthUnavailable
-from ..store import Grant, Portal, Store
+from ..store import Grant, Portal, ReadCache, Store
 
 log = logging.getLogger("b24gate.tokens")
 
@@ -83,8 +83,11 @@ class TokenManager:
         oauth: OAuthClient,
         policy: TokenPolicy = TokenPolicy(),
         clock: Callable[[], float] = time.time,
+        reads: ReadCache | None = None,
     ) -> None:
         self._store = store
+        # The hot path's grant comes from the cache; every refresh decision re-reads the store.
+        self._reads: ReadCache = reads or ReadCache(store)
         self._oauth = oauth
         self._policy = policy
         self._clock = clock
@@ -101,7 +104,7 @@ class TokenManager:
 
     async def current(self, portal: Portal) -> Grant:
         """The stored grant, refreshed first if it is near expiry."""
-        grant = await self._store.grant(portal)
+        grant = await self._reads.grant(portal)
         if grant is None:
             raise NeedsAuthorization(
                 portal.name, portal.state_reason or "the portal was never connected"

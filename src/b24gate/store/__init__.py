@@ -5,6 +5,8 @@ one-time tickets and states, and the cross-process refresh lock, on SQLite or Po
     store = await Store.open(database_url(data_dir, url), cipher)
 """
 
+from ._cache import ReadCache
+from ._changes import ChangeWatch
 from ._crypto import Cipher, key_id
 from ._engine import database_url, make_engine, upgrade
 from ._keyfile import load_master_key
@@ -23,6 +25,7 @@ from ._store import (
 )
 
 __all__ = [
+    "ChangeWatch",
     "Cipher",
     "Client",
     "Grant",
@@ -32,6 +35,7 @@ __all__ = [
     "PortalChanges",
     "PortalKind",
     "PortalState",
+    "ReadCache",
     "Store",
     "StoreConflict",
     "TokenMethod",

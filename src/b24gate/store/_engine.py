@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..errors import ConfigError
+from ._changes import CHANNEL
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -117,6 +118,9 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
     async with engine.connect() as conn:
         await conn.execution_options(**{WRITE_OPTION: True})
         async with conn.begin():
+            if engine.dialect.name == "postgresql":
+                # Delivered at commit to every process's ChangeWatch: their caches drop.
+                await conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
             yield conn
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import ConfigError, UnknownPortal
+from ._changes import ChangeWatch
 from ._crypto import KEY_MISMATCH, Cipher
 from ._engine import Dialect, dialect_of, make_engine, safe_url, upgrade, write_transaction
 from ._locks import refresh_lock
@@ -162,6 +163,7 @@ class Store:
         self._engine = engine
         self._cipher = cipher
         self._dialect: Dialect = dialect_of(engine)
+        self.changes = ChangeWatch(engine)
 
     @classmethod
     async def open(cls, url: str, cipher: Cipher) -> Store:
@@ -174,6 +176,7 @@ class Store:
             await upgrade(engine)
             store = cls(engine, cipher)
             await store._check_key()
+            await store.changes.start()
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
             raise ConfigError(f"cannot open the store at {safe_url(url)}: {_reason(exc)}") from exc
@@ -183,6 +186,7 @@ class Store:
         return store
 
     async def close(self) -> None:
+        await self.changes.close()
         await self._engine.dispose()
 
     async def __aenter__(self) -> Self:
