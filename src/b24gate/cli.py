@@ -256,6 +256,32 @@ def _when(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else None
 
 
+PLANS = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
+PlanOption = Annotated[
+    str | None,
+    typer.Option(help="Bitrix24's plan: standard (2/s, bucket 50) or enterprise (5/s, 250)."),
+]
+RateOption = Annotated[
+    float | None, typer.Option(help="Requests/s Bitrix24 drains for this portal; 0 = no limit.")
+]
+BurstOption = Annotated[int | None, typer.Option(help="The size of the portal's request bucket.")]
+
+
+def budget(plan: str | None, rate: float | None, burst: int | None) -> dict[str, Any]:
+    """The portal's request budget from --plan or explicit --rate/--burst (or nothing)."""
+    if plan is not None and (rate is not None or burst is not None):
+        raise typer.BadParameter("give --plan or --rate/--burst, not both", param_hint="--plan")
+    if plan is not None:
+        if plan.lower() not in PLANS:
+            raise typer.BadParameter("standard or enterprise", param_hint="--plan")
+        rate, burst = PLANS[plan.lower()]
+    if rate is not None and not 0 <= rate <= 1000:
+        raise typer.BadParameter("between 0 (no limit) and 1000", param_hint="--rate")
+    if burst is not None and not 1 <= burst <= 100_000:
+        raise typer.BadParameter("between 1 and 100000", param_hint="--burst")
+    return {k: v for k, v in (("rate", rate), ("burst", burst)) if v is not None}
+
+
 @portal_app.command("add")
 def portal_add(
     name: Annotated[str, typer.Argument(help="A short name clients will use, e.g. `main`.")],
@@ -286,6 +312,9 @@ def portal_add(
         str | None,
         typer.Option("--token-method", help="POST (default) or GET for token requests."),
     ] = None,
+    plan: PlanOption = None,
+    rate: RateOption = None,
+    burst: BurstOption = None,
 ) -> None:
     """Register a portal: an OAuth app (then `b24gate portal authorize NAME`, or install the
     app with the handler `<public url>/bitrix/install`), or an incoming webhook."""
@@ -293,6 +322,7 @@ def portal_add(
 
     if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
         raise typer.BadParameter("letters, digits, - and _ only (at most 64)", param_hint="NAME")
+    limits = budget(plan, rate, burst)
     webhook = webhook_url_file is not None or webhook_url_env is not None
     if webhook:
         oauth_only = {
@@ -318,6 +348,7 @@ def portal_add(
             scope=scope.replace(" ", ""),
             kind="webhook",
             webhook_url=hook_url,
+            **limits,
         )
     else:
         if url is None:
@@ -343,6 +374,7 @@ def portal_add(
             oauth_url=oauth_base,
             scope=scope.replace(" ", ""),
             token_method=token_method,
+            **limits,
         )
 
     async def work(cfg: Settings) -> None:
@@ -376,25 +408,34 @@ def portal_set(
     webhook_url_env: Annotated[
         str | None, typer.Option(help="Variable holding the new incoming webhook's URL.")
     ] = None,
+    plan: PlanOption = None,
+    rate: RateOption = None,
+    burst: BurstOption = None,
 ) -> None:
-    """Replace a webhook portal's incoming webhook (it was deleted, or the portal moved)."""
+    """Change a portal: its request budget, or a webhook portal's incoming webhook (it was
+    deleted, or the portal moved)."""
     from .store import StoreConflict
 
-    hook_url, base, domain = _read_webhook_url(webhook_url_file, webhook_url_env)
+    limits = budget(plan, rate, burst)
+    replace_hook = webhook_url_file is not None or webhook_url_env is not None
+    if not replace_hook and not limits:
+        raise typer.BadParameter("nothing to change: give --plan, --rate/--burst or a webhook URL")
+    hook = _read_webhook_url(webhook_url_file, webhook_url_env) if replace_hook else None
 
     async def work(cfg: Settings) -> None:
-        async def replace(gw: Any) -> None:
+        async def change(gw: Any) -> None:
             portal = await gw.store.portal(name)
             if portal is None:
                 fail(f"no portal {name!r}; see `b24gate portal list`")
-            if portal.kind != "webhook":
-                fail(
-                    f"portal {name!r} uses an OAuth app, not a webhook; register a webhook "
-                    "portal with `b24gate portal add NAME --webhook-url-file FILE`"
-                )
-            try:
-                await gw.store.update_portal(
-                    name,
+            changes: dict[str, Any] = dict(limits)
+            if hook is not None:
+                if portal.kind != "webhook":
+                    fail(
+                        f"portal {name!r} uses an OAuth app, not a webhook; register a webhook "
+                        "portal with `b24gate portal add NAME --webhook-url-file FILE`"
+                    )
+                hook_url, base, domain = hook
+                changes.update(
                     url=base,
                     domain=domain,
                     webhook_url=hook_url,
@@ -402,13 +443,18 @@ def portal_set(
                     state="connected",
                     state_reason=None,
                 )
-            except StoreConflict as exc:
+            try:
+                await gw.store.update_portal(name, **changes)
+            except (StoreConflict, ValueError) as exc:
                 fail(str(exc))
 
-        await _with_gateway(cfg, replace)
+        await _with_gateway(cfg, change)
 
     run(work)
-    typer.echo(f"portal {name}: it now calls the incoming webhook at {domain}", err=True)
+    if hook is not None:
+        typer.echo(f"portal {name}: it now calls the incoming webhook at {hook[2]}", err=True)
+    if limits:
+        typer.echo(f"portal {name}: request budget {limits}", err=True)
 
 
 @portal_app.command("authorize")

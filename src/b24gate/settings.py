@@ -42,8 +42,13 @@ class Settings(BaseSettings):
     # NoDecode: a comma-separated list in the environment, not only a JSON array.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
+    # The per-portal queue: a call that would wait longer gets 429 with Retry-After.
+    queue_max_wait: float = Field(60.0, gt=0)
+    queue_limit: int = Field(10_000, ge=1)
+    # Methods never packed into an automatic batch (comma-separated).
+    not_batched: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "not_batched", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):

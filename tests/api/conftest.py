@@ -173,11 +173,13 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[MakeStack]:
         base_url = f"{scheme}://127.0.0.1:{port}"
         redirect = f"{base_url}/oauth/callback"
         config = SandboxConfig(
-            client_secret=CLIENT_SECRET,
-            redirect_uri=redirect,
-            auto_approve=True,
-            rate=0,
-            **(sandbox_config or {}),
+            **{
+                "client_secret": CLIENT_SECRET,
+                "redirect_uri": redirect,
+                "auto_approve": True,
+                "rate": 0,
+                **(sandbox_config or {}),
+            }
         )
         sandbox = SandboxServer(config, Clock())
         await sandbox.start()

@@ -42,6 +42,7 @@ async def test_another_process_revoking_a_key_is_seen_on_the_next_read(
 async def test_unchanged_store_is_served_from_memory(store: Store) -> None:
     portal = await store.add_portal(new_portal())
     await store.save_grant(portal, Grant("a1", "r1", 2e9, 1.0))
+    await asyncio.sleep(0.2)  # PostgreSQL: our own writes' NOTIFY arrives a moment later
     cache = ReadCache(store)
     await cache.refresh()
     first = await cache.grant(portal)

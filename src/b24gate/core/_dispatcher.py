@@ -34,10 +34,26 @@ from ..errors import (
 )
 from ..store import Client, Portal, ReadCache, Store
 from ._access import check_address, check_method
+from ._limiter import Limiter, LocalLimiter
+from ._scheduler import Plan, Scheduler
 from ._tokens import TokenManager
 from ._webhook import fix_for, webhook_base, webhook_moved, webhook_refused
 
 log = logging.getLogger("b24gate.calls")
+
+
+# Bitrix24 blocks a method whose operating time passes 480 s in 10 minutes; near that, wait.
+OPERATING_LIMIT = 480.0
+OPERATING_MARGIN = 20.0
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """The per-portal queue: the longest wait before 429, how many calls may wait."""
+
+    max_wait: float = 60.0
+    limit: int = 10_000
+    not_batched: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,8 @@ class Dispatcher:
         retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], float] = time.time,
         reads: ReadCache | None = None,
+        limiter: Limiter | None = None,
+        queue: QueuePolicy = QueuePolicy(),
     ) -> None:
         self._store = store
         # Portals are read through the cache the HTTP surface refreshes once per call.
@@ -83,8 +101,19 @@ class Dispatcher:
         self._rest = rest
         self._retry = retry
         self._clock = clock
-        # When each method's operating-time budget next frees up, from `time` blocks seen.
+        # Each method's operating time and when its budget next frees up, from `time` blocks.
         self._reset_at: dict[tuple[int, str], float] = {}
+        self._operating: dict[tuple[int, str], float] = {}
+        self._queue = queue
+        self._limiter: Limiter = limiter or LocalLimiter()
+        self._scheduler = Scheduler(
+            self._limiter,
+            self._scheduled,
+            lambda portal: Plan(portal.rate, portal.burst),
+            max_wait=queue.max_wait,
+            queue_limit=queue.limit,
+            not_batched=queue.not_batched,
+        )
 
     async def resolve(self, client: Client, name: str | None, domain: str | None) -> Portal:
         """The portal a call names (by name or registered domain), or the client's only one."""
@@ -136,14 +165,44 @@ class Dispatcher:
                 portal.state_reason or "the portal was never connected",
                 fix=fix_for(portal),
             )
+        await self._hold_for_operating_time(portal, method)
         started = time.perf_counter()
-        body = await self.forward(portal, method, params)
+        if portal.rate > 0:
+            body = await self._scheduler.submit(portal, client.name, method, params)
+        else:
+            body = await self.forward(portal, method, params)
         return CallResult(body, portal.name, (time.perf_counter() - started) * 1000)
 
-    async def _forward(
+    async def close(self) -> None:
+        await self._scheduler.close()
+        await self._limiter.close()
+
+    async def _hold_for_operating_time(self, portal: Portal, method: str) -> None:
+        """A method near Bitrix24's operating-time budget waits until part of it frees up,
+        rather than being blocked (OPERATION_TIME_LIMIT) for every application."""
+        key = (portal.id, method.lower())
+        if self._operating.get(key, 0.0) < OPERATING_LIMIT - OPERATING_MARGIN:
+            return
+        wait = self._reset_at.get(key, 0.0) - self._clock()
+        if wait <= 0:
+            self._operating.pop(key, None)
+            return
+        if wait > self._queue.max_wait:
+            raise RateLimited(
+                f"{method} is near Bitrix24's operating-time limit", wait, operation_time=True
+            )
+        await asyncio.sleep(wait)
+
+    async def _scheduled(
         self, portal: Portal, method: str, params: Mapping[str, Any]
     ) -> dict[str, Any]:
+        return await self.forward(portal, method, params, scheduled=True)
+
+    async def _forward(
+        self, portal: Portal, method: str, params: Mapping[str, Any], scheduled: bool = False
+    ) -> dict[str, Any]:
         write = not is_read(method, params)
+        retryable = _unsent if scheduled else _retryable
         once: Callable[[], Awaitable[dict[str, Any]]]
         if portal.kind == "webhook":
             # An incoming webhook: its own URL, no token, never a refresh.
@@ -183,9 +242,9 @@ class Dispatcher:
                 # The common case pays nothing for the retry machinery.
                 body = await once()
             except Exception as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     raise
-                body = await self._retrying(once)
+                body = await self._retrying(once, retryable)
         except OperationTimeLimit as exc:
             reset_at = exc.reset_at or self._reset_at.get((portal.id, method.lower()))
             wait = max(1.0, (reset_at or self._clock() + 60) - self._clock())
@@ -195,13 +254,17 @@ class Dispatcher:
         self._remember_reset(portal, method, body)
         return body
 
-    async def _retrying(self, once: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    async def _retrying(
+        self,
+        once: Callable[[], Awaitable[dict[str, Any]]],
+        retryable: Callable[[Exception], bool],
+    ) -> dict[str, Any]:
         """The attempts after a first one failed in a way worth retrying, with back-off."""
         retry = self._retry
         if not stamina.is_testing():
             await asyncio.sleep(retry.limit_wait)
         async for attempt in stamina.retry_context(
-            on=_retryable,
+            on=retryable,
             attempts=retry.limit_attempts - 1,
             wait_initial=retry.limit_wait,
             wait_max=retry.limit_wait_max,
@@ -216,17 +279,29 @@ class Dispatcher:
             reset_at = timing.get("operating_reset_at")
             if isinstance(reset_at, int | float):
                 self._reset_at[(portal.id, method.lower())] = float(reset_at)
+            operating = timing.get("operating")
+            if isinstance(operating, int | float):
+                self._operating[(portal.id, method.lower())] = float(operating)
 
     async def forward(
-        self, portal: Portal, method: str, params: Mapping[str, Any]
+        self,
+        portal: Portal,
+        method: str,
+        params: Mapping[str, Any],
+        *,
+        scheduled: bool = False,
     ) -> dict[str, Any]:
+        """One request to the portal. ``scheduled``: the scheduler sent it and itself handles
+        QUERY_LIMIT_EXCEEDED (pause, slow down, send again); otherwise it is retried here."""
         try:
             try:
-                return await self._forward(portal, method, params)
+                return await self._forward(portal, method, params, scheduled)
             except PortalMoved as moved:
                 portal = await self._follow_move(portal, moved)
-                return await self._forward(portal, method, params)
+                return await self._forward(portal, method, params, scheduled)
         except QueryLimitExceeded:
+            if scheduled:
+                raise
             # Still refused after backing off: another application is draining the bucket.
             raise RateLimited(
                 "Bitrix24's request limit is exhausted; retry later", self._retry.limit_wait_max
@@ -252,6 +327,11 @@ class Dispatcher:
             urlsplit(rest_base(fresh)).netloc,
         )
         return fresh
+
+
+def _unsent(exc: Exception) -> bool:
+    """A request that never reached Bitrix24: always safe to send again."""
+    return isinstance(exc, UpstreamUnreachable) and not exc.sent
 
 
 def _retryable(exc: Exception) -> bool:

@@ -13,8 +13,9 @@ from ..bitrix import OAuthClient, RestClient
 from ..settings import Settings
 from ..store import Cipher, ReadCache, Store, database_url, load_master_key
 from ._connect import Connector
-from ._dispatcher import Dispatcher
+from ._dispatcher import Dispatcher, QueuePolicy
 from ._install import Installer
+from ._limiter import LocalLimiter, RedisLimiter
 from ._tokens import TokenManager, TokenPolicy
 
 log = logging.getLogger("b24gate")
@@ -74,7 +75,19 @@ class Gateway:
             session=session,
             tokens=tokens,
             reads=reads,
-            dispatcher=Dispatcher(store, tokens, rest, reads=reads),
+            dispatcher=Dispatcher(
+                store,
+                tokens,
+                rest,
+                reads=reads,
+                # With Redis every replica books from one budget per portal.
+                limiter=RedisLimiter(settings.redis_url) if settings.redis_url else LocalLimiter(),
+                queue=QueuePolicy(
+                    max_wait=settings.queue_max_wait,
+                    limit=settings.queue_limit,
+                    not_batched=frozenset(settings.not_batched),
+                ),
+            ),
             connector=Connector(store, oauth, settings.public_url),
             installer=Installer(store, oauth, tokens),
         )
@@ -99,5 +112,6 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.dispatcher.close()
         await self.session.close()
         await self.store.close()

@@ -114,6 +114,7 @@ class _Lane:
     portal: Portal
     queues: OrderedDict[str, deque[_Call]] = field(default_factory=OrderedDict)
     pending: int = 0
+    alone: int = 0  # pending calls that cannot be packed: a request each
     worker: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     slow_until: float = 0.0
@@ -127,6 +128,7 @@ class _Lane:
         else:
             queue.append(call)
         self.pending += 1
+        self.alone += not call.packable
 
     def take(self, limit: int) -> list[_Call]:
         """Round robin: one call from each client in turn, up to ``limit``.
@@ -145,12 +147,14 @@ class _Lane:
                 if call.future.done():  # the caller gave up
                     queue.popleft()
                     self.pending -= 1
+                    self.alone -= not call.packable
                     progressed = True
                     continue
                 if not call.packable and taken:
                     continue
                 queue.popleft()
                 self.pending -= 1
+                self.alone -= not call.packable
                 self.queues.move_to_end(client)  # the next request starts with someone else
                 taken.append(call)
                 progressed = True
@@ -193,9 +197,10 @@ class Scheduler:
                 f"portal {portal.name!r} has {lane.pending} calls waiting", 1.0 / plan.rate
             )
         if plan.rate > 0:
-            # Requests ahead of this call, each carrying up to 50 calls, at `rate` a second.
-            ahead = lane.pending // BATCH_LIMIT + 1 - max(0, plan.burst - 1)
-            estimate = max(0.0, ahead / plan.rate)
+            # Requests ahead of this one: a request per unpackable call, one per 50 others;
+            # the first few fit in the bucket at once, the rest drain at `rate` a second.
+            ahead = lane.alone + (lane.pending - lane.alone) // BATCH_LIMIT + 1
+            estimate = max(0.0, (ahead - max(1, plan.burst - 2)) / plan.rate)
             if estimate > self._max_wait:
                 raise RateLimited(
                     f"portal {portal.name!r} is busy: the wait would be about {estimate:.0f} s",

@@ -51,6 +51,9 @@ portals = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False, server_default="oauth"),
     sa.Column("webhook_url", sa.LargeBinary, nullable=True),
     sa.Column("application_token", sa.LargeBinary, nullable=True),
+    # The portal's request budget as Bitrix24 drains it (migration 0003); rate 0 = no limit.
+    sa.Column("rate", sa.Float, nullable=False, server_default="2"),
+    sa.Column("burst", sa.Integer, nullable=False, server_default="50"),
     # AUTOINCREMENT: an id is never reused, so nothing keyed by a deleted portal's id
     # (an advisory lock, a log line) can be mistaken for a new portal.
     sqlite_autoincrement=True,

@@ -63,6 +63,8 @@ class NewPortal:
     token_method: str = "POST"  # noqa: S105  (an HTTP method, "POST" or "GET")
     kind: str = "oauth"
     webhook_url: str | None = field(default=None, repr=False)
+    rate: float = 2.0
+    burst: int = 50
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class Portal:
     webhook_url: str | None = field(default=None, repr=False)
     # Decrypted: the app's token from its install event, to check later events against.
     application_token: str | None = field(default=None, repr=False)
+    # The request budget: Bitrix24 drains `rate` requests/s from a bucket of `burst`.
+    rate: float = 2.0
+    burst: int = 50
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,8 @@ class PortalChanges(TypedDict, total=False):
     kind: PortalKind
     webhook_url: str | None
     application_token: str | None
+    rate: float
+    burst: int
 
 
 _CHANGEABLE: Final = frozenset(PortalChanges.__annotations__)
@@ -229,7 +236,10 @@ class Store:
             "scope": new.scope,
             "token_method": new.token_method,
             "kind": new.kind,
+            "rate": new.rate,
+            "burst": new.burst,
         }
+        _check_budget(new.rate, new.burst)
         if new.kind == "webhook":
             # Nothing to authorize: the webhook works as soon as Bitrix24 created it.
             values["state"] = "connected"
@@ -292,6 +302,8 @@ class Store:
             _check_choice("token_method", values["token_method"], _TOKEN_METHODS)
         if "kind" in values:
             _check_choice("kind", values["kind"], _KINDS)
+        if "rate" in values or "burst" in values:
+            _check_budget(values.get("rate", 1.0), values.get("burst", 1))
         if "domain" in values:
             values["domain"] = values["domain"].lower()
         _check_lengths(portals, values)
@@ -729,3 +741,10 @@ def _reason(exc: BaseException) -> str:
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     lines = str(cause).strip().splitlines()
     return lines[0] if lines else type(cause).__name__
+
+
+def _check_budget(rate: float, burst: int) -> None:
+    if not rate >= 0 or rate > 1000:  # `not >=` also refuses NaN
+        raise ValueError("a portal's rate must be between 0 (no limit) and 1000 requests/s")
+    if not 1 <= burst <= 100_000:
+        raise ValueError("a portal's burst must be between 1 and 100000")
