@@ -541,3 +541,24 @@ def test_demo_stops_cleanly_on_sigterm_right_after_printing(tmp_path: Path) -> N
         read_until(demo, lambda line: line.startswith("Сообщить("))
         demo.send_signal(signal.SIGTERM)
         assert stop(demo) == 0, (tmp_path / "demo.log").read_text()
+
+
+def test_portal_request_budget_by_plan_or_explicit_numbers(tmp_path: Path) -> None:
+    env = environment(tmp_path / "data")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    added = b24gate(env, "portal", "add", "big", "--url", "https://big.bitrix24.ru",
+                    "--client-id", "local.big", "--client-secret-file", str(secret_file),
+                    "--plan", "enterprise")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "requests: 5/s, bucket 250" in b24gate(env, "portal", "status", "big").stdout
+    changed = b24gate(env, "portal", "set", "big", "--rate", "0.5", "--burst", "10")
+    assert changed.returncode == 0, changed.stderr
+    status = b24gate(env, "portal", "status", "big")
+    assert "requests: 0.5/s, bucket 10" in status.stdout
+    assert "requests" not in b24gate(env, "portal", "status", "big", "--json").stdout
+    off = b24gate(env, "portal", "set", "big", "--rate", "0")
+    assert "requests: no limit" in b24gate(env, "portal", "status", "big").stdout, off.stderr
+    for bad in (["--plan", "gold"], ["--plan", "standard", "--rate", "1"], ["--burst", "0"],
+                ["--rate", "-1"], []):  # fmt: skip
+        assert_usage_error(b24gate(env, "portal", "set", "big", *bad))

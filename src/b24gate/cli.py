@@ -493,6 +493,7 @@ def _status(portal: Any, grant: Any) -> dict[str, Any]:
         "reason": portal.state_reason,
         "access_expires_at": _when(grant.access_expires_at) if grant else None,
         "refresh_obtained_at": _when(grant.refresh_obtained_at) if grant else None,
+        "requests": f"{portal.rate:g}/s, bucket {portal.burst}" if portal.rate else "no limit",
     }
 
 
@@ -514,7 +515,9 @@ def portal_status(
     info = run(work)
     if as_json:
         # DESIGN §3's fields, exactly.
-        typer.echo(json.dumps({k: v for k, v in info.items() if k not in ("reason", "kind")}))
+        # Exactly DESIGN §3's keys.
+        hidden = ("reason", "kind", "requests")
+        typer.echo(json.dumps({k: v for k, v in info.items() if k not in hidden}))
         return
     lines = [f"{k}: {v}" for k, v in info.items() if v is not None]
     if info["state"] == "needs_authorization":
