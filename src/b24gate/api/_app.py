@@ -1,4 +1,5 @@
-"""The HTTP surface (DESIGN §4): ``/api/v1/call``, the OAuth connect pages, health checks."""
+"""The HTTP surface (DESIGN §4): ``/api/v1/call``, the OAuth connect pages, health checks;
+the bulk routes (``/api/v1/batch``, ``/api/v1/list``) come from :mod:`._bulk`."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ..core import ConnectError, Gateway, authenticate, peer_address
 from ..errors import B24GateError, RequestError
 from ..settings import Settings
 from ._body import read_body
+from ._bulk import add_bulk_routes
 from ._errors import error_response, json_response, log_call
 from ._fast import FastPaths
 from ._install import add_install_routes
@@ -208,6 +210,7 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
 
+    add_bulk_routes(app)
     add_rest_routes(app)
     add_install_routes(app)
 

@@ -1,0 +1,360 @@
+"""``/api/v1/batch`` (many independent calls, answered in order) and ``/api/v1/list`` (every
+record of a list method, streamed as NDJSON, or one page at a time behind a cursor)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response, StreamingResponse
+
+from ..core import (
+    MAX_COMMANDS,
+    MAX_PAGE_SIZE,
+    Command,
+    Gateway,
+    Pager,
+    authenticate,
+    decode_cursor,
+    encode_cursor,
+    list_query,
+    peer_address,
+    read_page,
+    run_commands,
+)
+from ..errors import B24GateError, RequestError
+from ..store import Client
+from ._body import read_body
+from ._errors import dumps, error_body, error_response, json_response, log_call
+
+log = logging.getLogger("b24gate.calls")
+_BOM = b"\xef\xbb\xbf"
+_BATCH_FIELDS = frozenset({"portal", "domain", "commands"})
+_COMMAND_FIELDS = frozenset({"method", "params"})
+_LIST_FIELDS = frozenset({"portal", "domain", "method", "params", "page_size", "cursor"})
+NDJSON = "application/x-ndjson"
+
+
+class BatchCommand(BaseModel):
+    method: str = Field(description="A Bitrix24 REST method, e.g. crm.deal.add.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The method's parameters.")
+
+
+class BatchRequest(BaseModel):
+    """The body of ``POST /api/v1/batch`` (documentation; parsing is stricter, see below)."""
+
+    portal: str | None = Field(None, description="A registered portal's name.")
+    domain: str | None = Field(None, description="Or its registered domain.")
+    commands: list[BatchCommand] = Field(
+        description=f"1 to {MAX_COMMANDS} independent calls; answered in this order.",
+        min_length=1,
+        max_length=MAX_COMMANDS,
+    )
+
+
+class ListRequest(BaseModel):
+    """The body of ``POST /api/v1/list`` (documentation; parsing is stricter, see below)."""
+
+    portal: str | None = Field(None, description="A registered portal's name.")
+    domain: str | None = Field(None, description="Or its registered domain.")
+    method: str = Field(description="A list method, e.g. crm.deal.list.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`filter`, `select` and other parameters; no `start`, no `order` but ID ASC.",
+    )
+    page_size: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        description="One JSON page of this many records instead of the NDJSON stream.",
+    )
+    cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
+
+
+@dataclass(frozen=True)
+class BatchBody:
+    commands: list[Command]
+    portal: str | None
+    domain: str | None
+
+
+@dataclass(frozen=True)
+class ListBody:
+    method: str
+    params: dict[str, Any]
+    portal: str | None
+    domain: str | None
+    page_size: int | None
+    cursor: str | None
+
+
+def _object(raw: bytes, fields: frozenset[str]) -> dict[str, Any]:
+    """A JSON object (a UTF-8 BOM allowed, as 1C writes one) with no unknown fields."""
+    try:
+        body = json.loads(raw.removeprefix(_BOM).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise RequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object", code="invalid_json")
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise RequestError(f"unknown field(s): {', '.join(unknown)}")
+    return body
+
+
+def _target(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    portal, domain = body.get("portal"), body.get("domain")
+    for name, value in (("portal", portal), ("domain", domain)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise RequestError(f"`{name}` must be a non-empty string")
+    if portal is not None and domain is not None:
+        raise RequestError("give `portal` or `domain`, not both")
+    return portal, domain
+
+
+def _params(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError(f"`{where}` must be a JSON object")
+    return value
+
+
+def parse_batch(raw: bytes) -> BatchBody:
+    body = _object(raw, _BATCH_FIELDS)
+    items = body.get("commands")
+    if not isinstance(items, list) or not items:
+        raise RequestError("`commands` is required: a non-empty list of {method, params}")
+    if len(items) > MAX_COMMANDS:
+        raise RequestError(f"at most {MAX_COMMANDS} commands a request, not {len(items)}")
+    commands = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RequestError(f"commands[{i}] must be an object {{method, params}}")
+        unknown = sorted(set(item) - _COMMAND_FIELDS)
+        if unknown:
+            raise RequestError(f"commands[{i}]: unknown field(s): {', '.join(unknown)}")
+        method = item.get("method")
+        if not isinstance(method, str) or not method:
+            raise RequestError(f"commands[{i}]: `method` is required and must be a string")
+        commands.append(Command(method, _params(item.get("params"), f"commands[{i}].params")))
+    return BatchBody(commands, *_target(body))
+
+
+def parse_list(raw: bytes) -> ListBody:
+    body = _object(raw, _LIST_FIELDS)
+    method = body.get("method")
+    if not isinstance(method, str) or not method:
+        raise RequestError("`method` is required and must be a string")
+    page_size, cursor = body.get("page_size"), body.get("cursor")
+    if page_size is not None and (
+        not isinstance(page_size, int)
+        or isinstance(page_size, bool)
+        or not 1 <= page_size <= MAX_PAGE_SIZE
+    ):
+        raise RequestError(f"`page_size` must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    if cursor is not None:
+        if not isinstance(cursor, str) or not cursor:
+            raise RequestError("`cursor` must be a non-empty string")
+        if page_size is None:
+            raise RequestError("`cursor` goes with `page_size`")
+    return ListBody(
+        method, _params(body.get("params"), "params"), *_target(body), page_size, cursor
+    )
+
+
+def _entry(outcome: dict[str, Any] | B24GateError) -> dict[str, Any]:
+    """One command's place in the answer: Bitrix24's result, or the error as /call gives it."""
+    if isinstance(outcome, B24GateError):
+        error, _ = error_body(outcome)
+        del error["success"]
+        return {"error": error}
+    entry = {"result": outcome.get("result")}
+    for extra in ("total", "next"):
+        if extra in outcome:
+            entry[extra] = outcome[extra]
+    return entry
+
+
+def _line(value: Any) -> bytes:
+    return dumps(value) + b"\n"
+
+
+async def _ndjson(
+    pager: Pager, first: list[list[dict[str, Any]]], finish: Callable[[int], None]
+) -> AsyncIterator[bytes]:
+    """One record a line, then ``{"count": N}``; or, when a later request fails, a last line
+    ``{"error": {...}}`` instead (the status, 200, has been sent by then)."""
+    count, status = 0, 200
+    try:
+        pages, first = first, []
+        while True:
+            for page in pages:
+                count += len(page)
+                yield b"".join(_line(record) for record in page)
+            if pager.done:
+                break
+            pages = []  # one request's pages at a time: let these go before the next arrive
+            pages = await pager.fetch()
+        yield _line({"count": count})
+    except B24GateError as exc:
+        status = exc.status
+        yield _line(_entry(exc))
+    except Exception:
+        log.exception("unexpected error in /api/v1/list (method=%s)", pager.query.method)
+        status = 500
+        yield _line(_entry(B24GateError("internal error; see the gateway's log")))
+    except BaseException:  # the client went away (GeneratorExit) or the server stops
+        status = 499
+        raise
+    finally:
+        finish(status)
+
+
+async def _caller(request: Request, gw: Gateway) -> tuple[Client, str | None]:
+    await gw.reads.refresh()
+    client = await authenticate(gw.reads, request.headers.get("authorization"))
+    address = peer_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        gw.settings.trusted_proxies,
+    )
+    return client, address
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` put in place: a ``#/$defs/…`` reference would
+    not resolve inside the OpenAPI document."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = resolve(schema)
+    return inlined
+
+
+def add_bulk_routes(app: FastAPI) -> None:
+    def described(model: type[BaseModel]) -> dict[str, Any]:
+        return {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _inlined(model.model_json_schema())}},
+            },
+            "security": [{"clientKey": []}],
+        }
+
+    @app.post("/api/v1/batch", openapi_extra=described(BatchRequest))
+    async def batch(request: Request) -> Response:
+        """Many independent calls to one portal; each gets its own result or error, in order."""
+        gw: Gateway = request.app.state.gateway
+        started = time.perf_counter()
+        who = portal = "-"
+        method = "batch"
+        status, upstream_ms = 500, 0.0
+        try:
+            client, address = await _caller(request, gw)
+            who = client.name
+            payload = parse_batch(await read_body(request, gw.settings.body_limit))
+            method = f"batch[{len(payload.commands)}]"
+            done = await run_commands(
+                gw.dispatcher,
+                client,
+                payload.commands,
+                portal_name=payload.portal,
+                domain=payload.domain,
+                address=address,
+            )
+            portal, upstream_ms, status = done.portal, done.upstream_ms, 200
+            return json_response(
+                {"success": True, "results": [_entry(outcome) for outcome in done.outcomes]}
+            )
+        except B24GateError as exc:
+            status = exc.status
+            return error_response(exc)
+        except Exception:
+            log.exception("unexpected error in /api/v1/batch (client=%s)", who)
+            return error_response(B24GateError("internal error; see the gateway's log"))
+        finally:
+            log_call(who, portal, method, status, started, upstream_ms, "api")
+
+    @app.post(
+        "/api/v1/list",
+        openapi_extra=described(ListRequest),
+        responses={200: {"content": {NDJSON: {}}}},
+    )
+    async def list_(request: Request) -> Response:
+        """Every record of a list method, in ID order: NDJSON, or one page with `page_size`."""
+        gw: Gateway = request.app.state.gateway
+        started = time.perf_counter()
+        who = portal = method = "-"
+        status = 500
+        pager: Pager | None = None
+        streaming = False
+        try:
+            client, address = await _caller(request, gw)
+            who = client.name
+            payload = parse_list(await read_body(request, gw.settings.body_limit))
+            method = payload.method[:100]
+            query = list_query(payload.method, payload.params)
+            after = query.after
+            if payload.cursor is not None:
+                after = max(after, decode_cursor(query, payload.cursor))
+            call = partial(
+                gw.dispatcher.call,
+                client,
+                portal_name=payload.portal,
+                domain=payload.domain,
+                address=address,
+            )
+            pager = Pager(call, query, after)
+            if payload.page_size is not None:
+                items, next_after = await read_page(pager, payload.page_size)
+                status = 200
+                return json_response(
+                    {
+                        "success": True,
+                        "items": items,
+                        "next_cursor": None
+                        if next_after is None
+                        else encode_cursor(query, next_after),
+                    }
+                )
+            # The first request before the answer starts: a refusal is then a plain error.
+            first = await pager.fetch()
+
+            def finish(end: int, pager: Pager = pager) -> None:
+                log_call(who, pager.portal, method, end, started, pager.upstream_ms, "api")
+
+            streaming = True
+            return StreamingResponse(
+                _ndjson(pager, first, finish),
+                media_type=NDJSON,
+                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            )
+        except B24GateError as exc:
+            status = exc.status
+            return error_response(exc)
+        except Exception:
+            log.exception("unexpected error in /api/v1/list (client=%s method=%s)", who, method)
+            return error_response(B24GateError("internal error; see the gateway's log"))
+        finally:
+            if not streaming:
+                if pager is not None:
+                    portal = pager.portal
+                upstream_ms = pager.upstream_ms if pager is not None else 0.0
+                log_call(who, portal, method, status, started, upstream_ms, "api")
