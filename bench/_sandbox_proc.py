@@ -1,4 +1,12 @@
-"""Start ``b24gate sandbox`` as a separate process for a benchmark, and connect to it."""
+"""Start ``b24gate sandbox`` and ``b24gate serve`` as separate processes for a benchmark.
+
+The sandbox half: :func:`sandbox_process`, :func:`access_token`, :func:`control` (its
+``/_sandbox/`` API). The gateway half: :func:`gateway_process` (a temporary data directory
+comes from the caller, through :func:`clean_env`), :func:`connect_portal` (``portal add``,
+``portal authorize`` opened by an HTTP client that follows the redirects, ``client add``, as
+an administrator does) and :func:`b24gate` for any other command. A failed step raises
+:class:`BenchError`.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +14,25 @@ import json
 import os
 import selectors
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 REDIRECT = "http://127.0.0.1:9/callback"
 CLIENT_ID = "local.bench"
+STEP_TIMEOUT = 60.0  # one CLI command, one start-up, one HTTP exchange of the setup
+
+
+class BenchError(Exception):
+    """The benchmark could not run; the message says which step failed."""
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -109,3 +125,142 @@ def access_token(base_url: str, secret: str, client_id: str = CLIENT_ID) -> str:
     with urllib.request.urlopen(f"{base_url}/oauth/token/", data=form, timeout=10) as response:
         token: str = json.load(response)["access_token"]
     return token
+
+
+def control(base_url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """``GET /_sandbox/<path>`` (``body`` None) or ``POST`` it with ``body``; the JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{base_url}/_sandbox/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=STEP_TIMEOUT) as answer:
+            return json.load(answer)
+    except OSError as exc:
+        raise BenchError(f"the sandbox's /_sandbox/{path} failed: {exc}") from None
+
+
+# -- the gateway ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def clean_env(data_dir: Path, public_url: str) -> dict[str, str]:
+    """This environment without any ``B24GATE_*`` of the caller's, plus the gateway's two."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("B24GATE_")}
+    env["B24GATE_DATA_DIR"] = str(data_dir)
+    env["B24GATE_PUBLIC_URL"] = public_url
+    return env
+
+
+def b24gate(args: Sequence[str], env: dict[str, str]) -> str:
+    """Run one ``b24gate`` command; its stdout, stripped, or :class:`BenchError`."""
+    cmd = [sys.executable, "-m", "b24gate", *args]
+    try:
+        done = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"`b24gate {' '.join(args[:2])}` did not finish in time") from None
+    if done.returncode != 0:
+        raise BenchError(f"`b24gate {' '.join(args[:2])}` failed: {done.stderr.strip()[-500:]}")
+    return done.stdout.strip()
+
+
+def gateway_has_limits(env: dict[str, str]) -> bool:
+    """Whether ``b24gate portal add`` takes ``--rate`` and ``--burst`` (per-portal budgets)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "b24gate", "portal", "add", "--help"],
+        env={**env, "COLUMNS": "200", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT,
+        check=False,
+    )
+    return "--rate" in done.stdout and "--burst" in done.stdout
+
+
+def http_get(url: str, opener: urllib.request.OpenerDirector | None = None) -> tuple[int, str]:
+    """GET ``url`` following redirects (unless ``opener`` says otherwise)."""
+    try:
+        with (opener or urllib.request.build_opener()).open(url, timeout=STEP_TIMEOUT) as answer:
+            return answer.status, answer.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+    except OSError:
+        return 0, ""
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextmanager
+def gateway_process(env: dict[str, str], port: int, log_file: Path, core: int = 1) -> Iterator[int]:
+    """Yield the pid of ``b24gate serve`` once its ``/healthz`` answers."""
+    cmd = [sys.executable, "-m", "b24gate", "serve", "--port", str(port)]
+    with log_file.open("w") as log:
+        # taskset execs the command, so the pid is the gateway's own.
+        proc = subprocess.Popen(pinned(cmd, core), env=env, stdout=log, stderr=log, text=True)
+    try:
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while http_get(f"http://127.0.0.1:{port}/healthz")[0] != 200:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"the gateway did not start: {tail(log_file)}")
+            time.sleep(0.1)
+        yield proc.pid
+    finally:
+        stop(proc)
+
+
+def connect_portal(
+    env: dict[str, str],
+    sandbox: str,
+    secret_file: Path,
+    portal: str,
+    scope: str,
+    *portal_flags: str,
+) -> str:
+    """Register (``portal add`` with ``portal_flags``), connect and open the portal as an
+    administrator would; the key of a first client, named ``bench``."""
+    b24gate(
+        [
+            "portal",
+            "add",
+            portal,
+            "--url",
+            sandbox,
+            "--oauth-url",
+            sandbox,
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret-file",
+            str(secret_file),
+            "--scope",
+            scope,
+            *portal_flags,
+        ],
+        env,
+    )
+    ticket_url = b24gate(["portal", "authorize", portal], env)
+    # gateway /oauth/start -> sandbox /oauth/authorize/ -> gateway /oauth/callback
+    status, page = http_get(ticket_url)
+    if status != 200 or "Portal connected" not in page:
+        raise BenchError(f"connecting the portal failed: HTTP {status}")
+    return add_client(env, "bench", portal)
+
+
+def add_client(env: dict[str, str], name: str, portal: str) -> str:
+    """``b24gate client add NAME --portal PORTAL``: the new client's key."""
+    key = b24gate(["client", "add", name, "--portal", portal], env)
+    if not key.startswith("b24_"):
+        raise BenchError("`b24gate client add` printed no key")
+    return key

@@ -2,9 +2,10 @@
 
 One run starts the sandbox (``b24gate sandbox --rate 0``) and the gateway (``b24gate serve``
 with a temporary data directory) each in its own process, registers and connects the portal
-with the ``b24gate`` commands an administrator uses (``portal add``, ``portal authorize``
-opened by an HTTP client that follows the redirects, ``client add``), and gets a direct
-access token from the sandbox for a second app. Then it calls ``profile`` (the cheapest
+with the ``b24gate`` commands an administrator uses (``portal add … --rate 0``: no request
+budget on the gateway's side either, so its scheduler stays out of the way; ``portal
+authorize`` opened by an HTTP client that follows the redirects; ``client add``), and gets
+a direct access token from the sandbox for a second app. Then it calls ``profile`` (the cheapest
 method, so the gateway's own cost is the largest share) from this process with one aiohttp
 session, both ways:
 
@@ -42,15 +43,12 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -59,7 +57,20 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _sandbox_proc import REDIRECT, access_token, pinned, sandbox_process, stop
+from _sandbox_proc import (
+    REDIRECT,
+    STEP_TIMEOUT,
+    BenchError,
+    access_token,
+    clean_env,
+    connect_portal,
+    control,
+    free_port,
+    gateway_has_limits,
+    gateway_process,
+    sandbox_process,
+    tail,
+)
 
 PORTAL = "bench"
 METHOD = "profile"
@@ -75,12 +86,7 @@ BLOCK = 100  # sequential calls per block; blocks alternate ABBA
 ROUNDS = 5  # throughput rounds per way; rounds alternate ABBA
 WARMUP_SEQUENTIAL = 200
 WARMUP_CONCURRENT = 500
-STEP_TIMEOUT = 60.0  # one CLI command, one start-up, one HTTP exchange of the setup
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=5)
-
-
-class BenchError(Exception):
-    """The benchmark could not run; the message says which step failed."""
 
 
 class TimeLimit(BenchError):
@@ -114,117 +120,16 @@ class Figures:
     load_end: float = 0.0
 
 
-# -- processes and the setup ------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def clean_env(data_dir: Path, public_url: str) -> dict[str, str]:
-    """This environment without any ``B24GATE_*`` of the caller's, plus the gateway's two."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("B24GATE_")}
-    env["B24GATE_DATA_DIR"] = str(data_dir)
-    env["B24GATE_PUBLIC_URL"] = public_url
-    return env
-
-
-def b24gate(args: Sequence[str], env: dict[str, str]) -> str:
-    """Run one ``b24gate`` command; its stdout, stripped, or :class:`BenchError`."""
-    cmd = [sys.executable, "-m", "b24gate", *args]
-    try:
-        done = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"`b24gate {args[0]} {args[1]}` did not finish in time") from None
-    if done.returncode != 0:
-        raise BenchError(f"`b24gate {' '.join(args[:2])}` failed: {done.stderr.strip()[-500:]}")
-    return done.stdout.strip()
-
-
-def http_get(url: str, opener: urllib.request.OpenerDirector | None = None) -> tuple[int, str]:
-    """GET ``url`` following redirects (unless ``opener`` says otherwise)."""
-    try:
-        with (opener or urllib.request.build_opener()).open(url, timeout=STEP_TIMEOUT) as answer:
-            return answer.status, answer.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode("utf-8", "replace")
-    except OSError:
-        return 0, ""
-
-
-@contextmanager
-def gateway_process(env: dict[str, str], port: int, log_file: Path) -> Iterator[int]:
-    """Yield the pid of ``b24gate serve`` once its ``/healthz`` answers."""
-    cmd = [sys.executable, "-m", "b24gate", "serve", "--port", str(port)]
-    with log_file.open("w") as log:
-        # taskset execs the command, so the pid is the gateway's own.
-        proc = subprocess.Popen(pinned(cmd, 1), env=env, stdout=log, stderr=log, text=True)
-    try:
-        deadline = time.monotonic() + STEP_TIMEOUT
-        while http_get(f"http://127.0.0.1:{port}/healthz")[0] != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"the gateway did not start: {tail(log_file)}")
-            time.sleep(0.1)
-        yield proc.pid
-    finally:
-        stop(proc)
-
-
-def tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+# -- the setup -------------------------------------------------------------------------
 
 
 def register_direct_app(sandbox: str) -> str:
     """A second app on the sandbox, whose handler is not the gateway; its client secret."""
-    request = urllib.request.Request(
-        f"{sandbox}/_sandbox/apps",
-        data=json.dumps(
-            {"client_id": DIRECT_APP, "redirect_uri": REDIRECT, "scope": SCOPE}
-        ).encode(),
-        headers={"Content-Type": "application/json"},
+    answer = control(
+        sandbox, "apps", {"client_id": DIRECT_APP, "redirect_uri": REDIRECT, "scope": SCOPE}
     )
-    with urllib.request.urlopen(request, timeout=STEP_TIMEOUT) as answer:
-        secret: str = json.load(answer)["client_secret"]
+    secret: str = answer["client_secret"]
     return secret
-
-
-def connect_portal(env: dict[str, str], sandbox: str, secret_file: Path) -> str:
-    """Register, connect and open the portal as an administrator would; the client key."""
-    b24gate(
-        [
-            "portal",
-            "add",
-            PORTAL,
-            "--url",
-            sandbox,
-            "--oauth-url",
-            sandbox,
-            "--client-id",
-            "local.bench",
-            "--client-secret-file",
-            str(secret_file),
-            "--scope",
-            SCOPE,
-        ],
-        env,
-    )
-    ticket_url = b24gate(["portal", "authorize", PORTAL], env)
-    # gateway /oauth/start -> sandbox /oauth/authorize/ -> gateway /oauth/callback
-    status, page = http_get(ticket_url)
-    if status != 200 or "Portal connected" not in page:
-        raise BenchError(f"connecting the portal failed: HTTP {status}")
-    key = b24gate(["client", "add", "bench", "--portal", PORTAL], env)
-    if not key.startswith("b24_"):
-        raise BenchError("`b24gate client add` printed no key")
-    return key
 
 
 # -- /proc ------------------------------------------------------------------------------
@@ -420,7 +325,10 @@ def setup_and_measure(stack: ExitStack, args: argparse.Namespace) -> Figures:
     secret_file.write_text(secret)
     log_file = tmp / "gateway.log"
     gateway_pid = stack.enter_context(gateway_process(env, port, log_file))
-    key = connect_portal(env, sandbox, secret_file)
+    # No budget on the gateway's side either: this measures the gateway's own cost, not its
+    # scheduler's pacing (bench/limits.py measures that).
+    no_budget = ("--rate", "0") if gateway_has_limits(env) else ()
+    key = connect_portal(env, sandbox, secret_file, PORTAL, SCOPE, *no_budget)
     token = access_token(sandbox, register_direct_app(sandbox), client_id=DIRECT_APP)
     direct = Endpoint(
         "direct",

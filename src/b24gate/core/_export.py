@@ -27,7 +27,8 @@ from typing import Any
 
 from .._php import build_php_query, flatten_php
 from ..bitrix import valid_method
-from ..errors import B24GateError, BitrixError, RateLimited, RequestError, UpstreamInvalid
+from ..bitrix._batch import as_map, command_error
+from ..errors import B24GateError, RateLimited, RequestError, UpstreamInvalid
 from ._dispatcher import CallResult
 from ._scheduler import batchable
 
@@ -56,15 +57,6 @@ SHAPES: Mapping[str, ListShape] = {
     "catalog.product.list": ListShape(id_field="id", container="products"),
 }
 
-# Errors Bitrix24 reports per command inside a batch carry no status (protocol file §6).
-_STATUS = {
-    "expired_token": 401,
-    "invalid_token": 401,
-    "insufficient_scope": 401,
-    "ACCESS_DENIED": 403,
-    "ERROR_METHOD_NOT_FOUND": 404,
-    "INTERNAL_SERVER_ERROR": 500,
-}
 _MANAGED = ("filter", "select", "order", "start")
 
 
@@ -230,14 +222,14 @@ class Pager:
             for i in range(pages)
         }
         body = await self._send("batch", {"halt": 0, "cmd": cmd})
-        outer = _as_map(body.get("result"))
-        results, errors = _as_map(outer.get("result")), _as_map(outer.get("result_error"))
+        outer = as_map(body.get("result"))
+        results, errors = as_map(outer.get("result")), as_map(outer.get("result_error"))
         answers: list[Any] = []
         for i in range(pages):
             key = f"p{i}"
             if key in errors or key not in results:
                 if not answers:
-                    raise self._page_error(_as_map(errors.get(key)))
+                    raise self._page_error(as_map(errors.get(key)))
                 # The pages before it stand; the next request starts again at this one.
                 break
             answers.append(results[key])
@@ -297,7 +289,6 @@ class Pager:
         if not error:
             return UpstreamInvalid("Bitrix24's batch did not answer the first page")
         code = str(error.get("error", ""))
-        description = str(error.get("error_description", ""))
         if code == "OPERATION_TIME_LIMIT":
             # A block inside a batch comes without the time it lifts: wait a minute, as the
             # dispatcher does when Bitrix24 gives no `operating_reset_at`.
@@ -306,12 +297,7 @@ class Pager:
                 OPERATING_WAIT,
                 operation_time=True,
             )
-        return BitrixError(_STATUS.get(code, 400), code, description, dict(error))
-
-
-def _as_map(value: Any) -> Mapping[str, Any]:
-    # PHP writes an empty map as [].
-    return value if isinstance(value, Mapping) else {}
+        return command_error(error)
 
 
 async def read_page(pager: Pager, size: int) -> tuple[list[Record], int | None]:

@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from .._php import build_php_query
+from ..bitrix._batch import as_map, command_error
 from ..errors import BitrixError, QueryLimitExceeded, RateLimited
 from ..store import Portal
 from ._limiter import Limiter
@@ -54,20 +55,6 @@ BATCH_SIZE = Histogram(
 REFUSED = Counter("b24gate_limit_refusals_total", "QUERY_LIMIT_EXCEEDED absorbed", ["portal"])
 
 Forward = Callable[[Portal, str, Mapping[str, Any]], Awaitable[dict[str, Any]]]
-
-# Statuses for errors that Bitrix24 reports per command inside a batch (protocol file §6).
-_STATUS = {
-    "expired_token": 401,
-    "invalid_token": 401,
-    "NO_AUTH_FOUND": 401,
-    "INVALID_CREDENTIALS": 401,
-    "insufficient_scope": 401,
-    "ACCESS_DENIED": 403,
-    "ERROR_METHOD_NOT_FOUND": 404,
-    "QUERY_LIMIT_EXCEEDED": 503,
-    "OPERATION_TIME_LIMIT": 429,
-    "INTERNAL_SERVER_ERROR": 500,
-}
 
 
 def batchable(value: Any) -> bool:
@@ -119,6 +106,10 @@ class _Lane:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     slow_until: float = 0.0
     sending: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def finished(self, task: asyncio.Task[None]) -> None:
+        self.sending.discard(task)
+        self.wake.set()
 
     def push(self, call: _Call, *, front: bool = False) -> None:
         queue = self.queues.setdefault(call.client, deque())
@@ -225,6 +216,14 @@ class Scheduler:
     async def _run(self, lane: _Lane, plan: Plan) -> None:
         key = str(lane.portal.member_id or lane.portal.id)
         while lane.pending:
+            if lane.sending and lane.pending - lane.alone < BATCH_LIMIT:
+                # A request is on its way and this one would leave partly filled: let the
+                # calls that arrive meanwhile join it. Each request spends a slot of the
+                # portal's budget, so full ones make the whole load finish sooner; a lone
+                # call on an idle portal still goes at once.
+                lane.wake.clear()
+                await lane.wake.wait()
+                continue
             rate = plan.rate / 2 if time.monotonic() < lane.slow_until else plan.rate
             wait = await self._limiter.reserve(key, rate, plan.burst, math.inf)
             if wait:
@@ -235,7 +234,7 @@ class Scheduler:
                 continue
             task = asyncio.create_task(self._send(lane, calls))
             lane.sending.add(task)
-            task.add_done_callback(lane.sending.discard)
+            task.add_done_callback(lane.finished)
 
     async def _send(self, lane: _Lane, calls: list[_Call]) -> None:
         portal = lane.portal
@@ -297,28 +296,18 @@ def _resolve(call: _Call, body: dict[str, Any]) -> None:
         call.future.set_result(body)
 
 
-def _as_map(value: Any) -> Mapping[str, Any]:
-    # PHP writes an empty map as [].
-    return value if isinstance(value, Mapping) else {}
-
-
 def _split(calls: list[_Call], body: Mapping[str, Any]) -> None:
     """Give each caller of a batch what Bitrix24 answered for its command."""
-    outer = _as_map(body.get("result"))
-    results, errors = _as_map(outer.get("result")), _as_map(outer.get("result_error"))
-    totals, nexts = _as_map(outer.get("result_total")), _as_map(outer.get("result_next"))
-    times = _as_map(outer.get("result_time"))
+    outer = as_map(body.get("result"))
+    results, errors = as_map(outer.get("result")), as_map(outer.get("result_error"))
+    totals, nexts = as_map(outer.get("result_total")), as_map(outer.get("result_next"))
+    times = as_map(outer.get("result_time"))
     for i, call in enumerate(calls):
         key = f"c{i}"
         if call.future.done():
             continue
         if key in errors:
-            error = _as_map(errors[key])
-            code = str(error.get("error", ""))
-            description = str(error.get("error_description", ""))
-            call.future.set_exception(
-                BitrixError(_STATUS.get(code, 400), code, description, dict(error))
-            )
+            call.future.set_exception(command_error(errors[key]))
         elif key in results:
             answer: dict[str, Any] = {"result": results[key]}
             if key in totals:
