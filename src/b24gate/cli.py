@@ -666,6 +666,19 @@ async def _noop(gw: Any) -> None:
     return None
 
 
+class _Handoff(logging.handlers.QueueHandler):
+    """Hands records to the writer thread with their message merged, and nothing more: the
+    line itself (time stamp and all) is formatted in that thread, off the event loop."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.exc_info:
+            prepared: logging.LogRecord = super().prepare(record)  # render the traceback now
+            return prepared
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+
 def _logging(level: str) -> None:
     """Log lines to stderr from a thread of their own: the event loop never waits on a write."""
     handler = logging.StreamHandler(sys.stderr)
@@ -675,7 +688,7 @@ def _logging(level: str) -> None:
     listener.start()
     atexit.register(listener.stop)
     root = logging.getLogger()
-    root.addHandler(logging.handlers.QueueHandler(records))
+    root.addHandler(_Handoff(records))
     root.setLevel(level.upper())
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # Alembic's "Context impl SQLiteImpl." chatter on every start would precede a start-up

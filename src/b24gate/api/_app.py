@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hmac
 import html
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
@@ -55,7 +55,7 @@ class Call:
 def parse_call(raw: bytes) -> Call:
     """Strict: a JSON object (a UTF-8 BOM allowed, as 1C writes one) with known fields."""
     try:
-        body = json.loads(raw.removeprefix(_BOM).decode("utf-8"))
+        body = orjson.loads(raw.removeprefix(_BOM))
     except (UnicodeDecodeError, ValueError):
         raise RequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
     if not isinstance(body, dict):

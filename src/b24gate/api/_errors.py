@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from typing import Any
 
+import orjson
 from starlette.responses import Response
 
 from ..errors import B24GateError, BitrixError, RateLimited
@@ -16,7 +16,7 @@ call_log = logging.getLogger("b24gate.calls")
 
 
 def dumps(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(body)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

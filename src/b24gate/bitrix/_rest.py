@@ -10,12 +10,12 @@ URL (a webhook's secret is in its path), so they are never chained as causes.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from b24gate.errors import (
@@ -50,7 +50,7 @@ def _host(url: URL) -> str:
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
-        body = json.loads(raw)  # detects UTF-8 and skips a byte-order mark
+        body = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
     except (ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
@@ -143,7 +143,7 @@ class RestClient:
         if auth is not None:
             payload["auth"] = auth
         try:
-            data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
+            data = orjson.dumps(payload)
         except (TypeError, ValueError):
             raise RequestError(f"{method}: the parameters are not JSON") from None
         try:
