@@ -562,3 +562,16 @@ def test_portal_request_budget_by_plan_or_explicit_numbers(tmp_path: Path) -> No
     for bad in (["--plan", "gold"], ["--plan", "standard", "--rate", "1"], ["--burst", "0"],
                 ["--rate", "-1"], []):  # fmt: skip
         assert_usage_error(b24gate(env, "portal", "set", "big", *bad))
+
+
+def test_url_key_form_only_for_clients_created_with_allow_url_key(live: Live) -> None:
+    plain = live.run("client", "add", "plain", "--portal", "demo")
+    hook = live.run("client", "add", "hook", "--portal", "demo", "--allow-url-key")
+    assert plain.returncode == 0, plain.stderr
+    assert hook.returncode == 0, hook.stderr
+    refused = live.http.post(f"/rest/1/{plain.stdout.strip()}/profile.json")
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "INVALID_CREDENTIALS"
+    allowed = live.http.post(f"/rest/1/{hook.stdout.strip()}/profile.json")
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["result"]["ID"] == "1"

@@ -550,6 +550,15 @@ def client_add(
         str, typer.Option(help="Allowed method patterns, e.g. 'crm.*,catalog.*'.")
     ] = "",
     ip: Annotated[list[str] | None, typer.Option(help="Allowed caller CIDR (repeatable).")] = None,
+    allow_url_key: Annotated[
+        bool,
+        typer.Option(
+            "--allow-url-key",
+            help="Also accept the key in a webhook-style URL (/rest/1/KEY/METHOD) for clients "
+            "that only take a webhook URL. A key in a URL lands in access logs: see "
+            "docs/drop-in.md.",
+        ),
+    ] = False,
 ) -> None:
     """Create a client API key; it is printed once and only its hash is stored."""
     from .core import new_key
@@ -569,7 +578,13 @@ def client_add(
         async def add(gw: Any) -> None:
             try:
                 await gw.store.add_client(
-                    name, key.key_id, key.key_hash, list(portal), patterns, list(ip or []), False
+                    name,
+                    key.key_id,
+                    key.key_hash,
+                    list(portal),
+                    patterns,
+                    list(ip or []),
+                    allow_url_key,
                 )
             except StoreConflict as exc:
                 fail(str(exc))

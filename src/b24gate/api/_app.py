@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
@@ -26,10 +25,10 @@ from ._bulk import add_bulk_routes
 from ._errors import error_response, json_response, log_call
 from ._fast import FastPaths
 from ._install import add_install_routes
+from ._parse import json_object, params_object, target
 from ._rest import add_rest_routes
 
 log = logging.getLogger("b24gate.calls")
-_BOM = b"\xef\xbb\xbf"
 _CALL_FIELDS = frozenset({"portal", "domain", "method", "params"})
 
 
@@ -54,30 +53,12 @@ class Call:
 
 def parse_call(raw: bytes) -> Call:
     """Strict: a JSON object (a UTF-8 BOM allowed, as 1C writes one) with known fields."""
-    try:
-        body = orjson.loads(raw.removeprefix(_BOM))
-    except (UnicodeDecodeError, ValueError):
-        raise RequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object", code="invalid_json")
-    unknown = sorted(set(body) - _CALL_FIELDS)
-    if unknown:
-        raise RequestError(f"unknown field(s): {', '.join(unknown)}")
+    body = json_object(raw, _CALL_FIELDS)
     method = body.get("method")
     if not isinstance(method, str) or not method:
         raise RequestError("`method` is required and must be a string")
-    params = body.get("params", {})
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise RequestError("`params` must be a JSON object")
-    portal, domain = body.get("portal"), body.get("domain")
-    for name, value in (("portal", portal), ("domain", domain)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise RequestError(f"`{name}` must be a non-empty string")
-    if portal is not None and domain is not None:
-        raise RequestError("give `portal` or `domain`, not both")
-    return Call(method, params, portal, domain)
+    portal, domain = target(body)
+    return Call(method, params_object(body.get("params"), "params"), portal, domain)
 
 
 def _page(title: str, message: str, status: int) -> HTMLResponse:

@@ -3,10 +3,9 @@ record of a list method, streamed as NDJSON, or one page at a time behind a curs
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -33,9 +32,9 @@ from ..errors import B24GateError, RequestError
 from ..store import Client
 from ._body import read_body
 from ._errors import dumps, error_body, error_response, json_response, log_call
+from ._parse import json_object, params_object, target
 
 log = logging.getLogger("b24gate.calls")
-_BOM = b"\xef\xbb\xbf"
 _BATCH_FIELDS = frozenset({"portal", "domain", "commands"})
 _COMMAND_FIELDS = frozenset({"method", "params"})
 _LIST_FIELDS = frozenset({"portal", "domain", "method", "params", "page_size", "cursor"})
@@ -95,40 +94,8 @@ class ListBody:
     cursor: str | None
 
 
-def _object(raw: bytes, fields: frozenset[str]) -> dict[str, Any]:
-    """A JSON object (a UTF-8 BOM allowed, as 1C writes one) with no unknown fields."""
-    try:
-        body = json.loads(raw.removeprefix(_BOM).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise RequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object", code="invalid_json")
-    unknown = sorted(set(body) - fields)
-    if unknown:
-        raise RequestError(f"unknown field(s): {', '.join(unknown)}")
-    return body
-
-
-def _target(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    portal, domain = body.get("portal"), body.get("domain")
-    for name, value in (("portal", portal), ("domain", domain)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise RequestError(f"`{name}` must be a non-empty string")
-    if portal is not None and domain is not None:
-        raise RequestError("give `portal` or `domain`, not both")
-    return portal, domain
-
-
-def _params(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise RequestError(f"`{where}` must be a JSON object")
-    return value
-
-
 def parse_batch(raw: bytes) -> BatchBody:
-    body = _object(raw, _BATCH_FIELDS)
+    body = json_object(raw, _BATCH_FIELDS)
     items = body.get("commands")
     if not isinstance(items, list) or not items:
         raise RequestError("`commands` is required: a non-empty list of {method, params}")
@@ -144,12 +111,12 @@ def parse_batch(raw: bytes) -> BatchBody:
         method = item.get("method")
         if not isinstance(method, str) or not method:
             raise RequestError(f"commands[{i}]: `method` is required and must be a string")
-        commands.append(Command(method, _params(item.get("params"), f"commands[{i}].params")))
-    return BatchBody(commands, *_target(body))
+        commands.append(Command(method, params_object(item.get("params"), f"commands[{i}].params")))
+    return BatchBody(commands, *target(body))
 
 
 def parse_list(raw: bytes) -> ListBody:
-    body = _object(raw, _LIST_FIELDS)
+    body = json_object(raw, _LIST_FIELDS)
     method = body.get("method")
     if not isinstance(method, str) or not method:
         raise RequestError("`method` is required and must be a string")
@@ -166,7 +133,7 @@ def parse_list(raw: bytes) -> ListBody:
         if page_size is None:
             raise RequestError("`cursor` goes with `page_size`")
     return ListBody(
-        method, _params(body.get("params"), "params"), *_target(body), page_size, cursor
+        method, params_object(body.get("params"), "params"), *target(body), page_size, cursor
     )
 
 

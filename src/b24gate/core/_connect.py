@@ -18,8 +18,8 @@ from urllib.parse import urlencode, urlsplit
 
 from ..bitrix import OAuthClient
 from ..errors import B24GateError, OAuthError
-from ..store import Grant, Portal, Store
-from ._tokens import acceptable_endpoint, uses_get
+from ..store import Portal, Store
+from ._tokens import acceptable_endpoint, grant_of, uses_get
 
 log = logging.getLogger("b24gate.connect")
 
@@ -159,14 +159,7 @@ class Connector:
         granted = query.get("scope", "")
         await self._store.save_grant(
             portal,
-            Grant(
-                access_token=tokens.access_token,
-                refresh_token=tokens.refresh_token,
-                access_expires_at=tokens.expires_at,
-                refresh_obtained_at=self._clock(),
-                user_id=tokens.user_id,
-                server_endpoint=tokens.server_endpoint,
-            ),
+            grant_of(tokens, self._clock()),
             member_id=tokens.member_id or member_id,
             client_endpoint=acceptable_endpoint(tokens.client_endpoint),
             granted_scope=granted,

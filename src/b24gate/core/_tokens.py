@@ -63,6 +63,18 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def grant_of(tokens: TokenSet, obtained_at: float) -> Grant:
+    """What the store keeps of a token response."""
+    return Grant(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        access_expires_at=tokens.expires_at,
+        refresh_obtained_at=obtained_at,
+        user_id=tokens.user_id,
+        server_endpoint=tokens.server_endpoint,
+    )
+
+
 def uses_get(portal: Portal) -> bool:
     """Whether token requests to this portal's OAuth server go by GET (a per-portal fallback)."""
     method: str = portal.token_method
@@ -188,14 +200,7 @@ class TokenManager:
             raise NeedsAuthorization(portal.name, why)
         saved = await self._store.save_grant(
             portal,
-            Grant(
-                access_token=tokens.access_token,
-                refresh_token=tokens.refresh_token,
-                access_expires_at=tokens.expires_at,
-                refresh_obtained_at=self._clock(),
-                user_id=tokens.user_id,
-                server_endpoint=tokens.server_endpoint,
-            ),
+            grant_of(tokens, self._clock()),
             client_endpoint=acceptable_endpoint(tokens.client_endpoint),
         )
         log.info(
