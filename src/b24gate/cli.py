@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -15,6 +16,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -771,6 +773,12 @@ async def _serve(cfg: Settings, host: str, port: int, tls: tuple[str, str] | Non
             ssl_keyfile=tls[1] if tls else None,
         )
         server = uvicorn.Server(config)
+        # uvicorn re-raises SIGTERM once it has shut down, which ends the process before the
+        # log writer thread has written the last lines; stop it ourselves and return instead.
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.handle_exit, sig, None)
         await server.serve()
         if not server.started:
             raise B24GateError(f"the gateway could not listen on {host}:{port}")
