@@ -97,3 +97,17 @@ def test_a_missing_key_file_and_two_sources_are_refused(tmp_path: Path) -> None:
         load_master_key(tmp_path, None, tmp_path / "missing.key")
     with pytest.raises(ConfigError, match="not both"):
         load_master_key(tmp_path, "x", tmp_path / "missing.key")
+
+
+async def test_a_new_sqlite_database_and_its_journal_are_private(tmp_path: Path) -> None:
+    from b24gate.store import Cipher, Store, database_url
+
+    store = await Store.open(database_url(tmp_path / "data", None), Cipher(bytes(32)))
+    try:
+        await store.ping()
+        files = sorted((tmp_path / "data").glob("b24gate.db*"))
+        assert [f.name for f in files][:1] == ["b24gate.db"]
+        for f in files:
+            assert f.stat().st_mode & 0o077 == 0, f
+    finally:
+        await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -83,6 +84,9 @@ def make_engine(url: str) -> AsyncEngine:
         directory = Path(async_url.database).parent
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Created private before SQLite opens it; SQLite gives its -wal and -shm files
+            # the database file's permissions.
+            os.close(os.open(async_url.database, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError as exc:
             raise ConfigError(f"cannot create the directory {directory}: {exc.strerror}") from None
     engine = create_async_engine(async_url)
