@@ -100,7 +100,15 @@ async def scheduler(bitrix: FakeBitrix) -> AsyncIterator[Scheduler]:
 def test_batchable() -> None:
     assert batchable({"fields": {"TITLE": "x", "OPPORTUNITY": 5, "RATE": 1.5}, "select": ["ID"]})
     bad: dict[str, Any]
-    for bad in ({"a": None}, {"a": True}, {"a": []}, {"a": {}}, {"a[b]": 1}, {"a": float("nan")}):
+    for bad in (
+        {"a": "see $Result[c0][ID]"},
+        {"a": None},
+        {"a": True},
+        {"a": []},
+        {"a": {}},
+        {"a[b]": 1},
+        {"a": float("nan")},
+    ):
         assert not batchable(bad), bad
 
 

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._php import build_php_query, flatten_php
+from .._php import build_php_query
 from ..bitrix import valid_method
 from ..bitrix._batch import as_map, command_error
 from ..errors import B24GateError, RateLimited, RequestError, UpstreamInvalid
@@ -177,15 +177,6 @@ def _record_id(value: Any) -> int | None:
     return None
 
 
-def _packable(params: Mapping[str, Any]) -> bool:
-    """Whether the pages can ride in a batch: their parameters must reach Bitrix24 unchanged
-    through a command's query string, and no value may read as a ``$result[…]`` reference.
-    """
-    return batchable(params) and not any(
-        "$result[" in value.lower() for _, value in flatten_php(params)
-    )
-
-
 class Pager:
     """The pages of one list, in ID order, one request at a time.
 
@@ -202,7 +193,8 @@ class Pager:
         self.requests = 0
         self.upstream_ms = 0.0
         self.portal = "-"
-        self._batched = _packable(query.params(after))
+        # Pages ride in a batch only if their parameters survive a command's query string.
+        self._batched = batchable(query.params(after))
 
     def id_of(self, record: Mapping[str, Any]) -> int:
         found = _record_id(record.get(self.query.shape.id_field))

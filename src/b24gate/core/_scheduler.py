@@ -61,7 +61,8 @@ def batchable(value: Any) -> bool:
     """Whether ``value`` reaches Bitrix24 unchanged through a batch command's query string.
 
     JSON ``null``, booleans and empty arrays or objects do not (PHP's query parsing loses
-    or changes them), nor keys that carry brackets.
+    or changes them), nor keys that carry brackets, nor text that reads as a ``$result[…]``
+    reference to another command.
     """
     if value is None or isinstance(value, bool):
         return False
@@ -72,7 +73,10 @@ def batchable(value: Any) -> bool:
         )
     if isinstance(value, list):
         return bool(value) and all(batchable(v) for v in value)
-    return isinstance(value, str | int | float) and not (
+    if isinstance(value, str):
+        # Bitrix24 would read it as a reference to another command's result.
+        return "$result[" not in value.lower()
+    return isinstance(value, int | float) and not (
         isinstance(value, float) and not math.isfinite(value)
     )
 
