@@ -1,0 +1,302 @@
+"""Running things: ``serve``, ``demo``, ``sandbox``, ``call`` and ``db upgrade``."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import B24GateError
+from ..sandbox import SandboxConfig
+from ..sandbox import run as run_sandbox
+from ..sandbox._config import (
+    DEFAULT_ACCESS_TTL,
+    DEFAULT_BURST,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_RATE,
+    DEFAULT_REFRESH_TTL,
+    DEFAULT_SCOPE,
+    new_secret,
+)
+from ..settings import Settings
+from ._base import _read_secret, _with_gateway, app, db_app, fail, run, settings
+
+
+def _method_costs(values: list[str]) -> tuple[tuple[str, float], ...]:
+    costs = []
+    for item in values:
+        method, sep, seconds = item.partition("=")
+        try:
+            cost = float(seconds)
+        except ValueError:
+            cost = -1.0
+        if not sep or not method or cost < 0:
+            raise typer.BadParameter(f"{item!r} is not METHOD=SECONDS", param_hint="--method-cost")
+        costs.append((method, cost))
+    return tuple(costs)
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one.", min=0, max=65535)] = 0,
+    rate: Annotated[
+        float, typer.Option(help="Leaky-bucket drain, requests/s; 0 = no limit.", min=0)
+    ] = DEFAULT_RATE,
+    burst: Annotated[int, typer.Option(help="Leaky-bucket size.", min=1)] = DEFAULT_BURST,
+    access_ttl: Annotated[
+        int, typer.Option(help="Access-token lifetime, s.", min=1)
+    ] = DEFAULT_ACCESS_TTL,
+    refresh_ttl: Annotated[
+        int, typer.Option(help="Refresh-token lifetime, s.", min=1)
+    ] = DEFAULT_REFRESH_TTL,
+    client_id: Annotated[str, typer.Option(help="The local app's client id.")] = DEFAULT_CLIENT_ID,
+    client_secret_file: Annotated[
+        Path | None, typer.Option(help="File holding the app's client secret (else generated).")
+    ] = None,
+    redirect_uri: Annotated[
+        str | None, typer.Option(help="The app's registered handler URL.")
+    ] = None,
+    scope: Annotated[str, typer.Option(help="Scopes the app is granted.")] = ",".join(
+        DEFAULT_SCOPE
+    ),
+    auto_approve: Annotated[bool, typer.Option(help="Skip the consent page.")] = False,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
+    require_https: Annotated[
+        bool,
+        typer.Option(help="Answer plain-http REST calls 401 INVALID_REQUEST, as Bitrix24 does."),
+    ] = False,
+    seed_deals: Annotated[int, typer.Option(help="Create N deals at start.", min=0)] = 0,
+    member_id: Annotated[
+        str | None, typer.Option(help="The portal's member_id (else random).")
+    ] = None,
+    method_cost: Annotated[
+        list[str] | None,
+        typer.Option(help="METHOD=SECONDS of synthetic operating time per call (repeatable)."),
+    ] = None,
+) -> None:
+    """Run the Bitrix24 emulator (portal + OAuth server); print its base URL on stdout."""
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert")
+    if client_secret_file is not None:
+        secret = _read_secret(client_secret_file)
+    else:
+        secret = new_secret(50)
+        typer.echo(f"sandbox: client secret {secret}", err=True)
+    scopes = tuple(s.strip() for s in scope.split(",") if s.strip())
+    config = SandboxConfig(
+        host=host,
+        port=port,
+        rate=rate,
+        burst=burst,
+        access_ttl=access_ttl,
+        refresh_ttl=refresh_ttl,
+        client_id=client_id,
+        client_secret=secret,
+        redirect_uri=redirect_uri,
+        scope=scopes,
+        auto_approve=auto_approve,
+        tls_cert=str(tls_cert) if tls_cert else None,
+        tls_key=str(tls_key) if tls_key else None,
+        require_https=require_https,
+        seed_deals=seed_deals,
+        method_costs=_method_costs(method_cost or []),
+    )
+    if member_id:
+        config = dataclasses.replace(config, member_id=member_id)
+    try:
+        run_sandbox(config)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+@app.command("call")
+def call_command(
+    portal: str,
+    method: str,
+    params: Annotated[str, typer.Argument(help="JSON object of parameters.")] = "{}",
+) -> None:
+    """One call from the shell, through the same core; prints Bitrix24's answer."""
+    from ..bitrix import valid_method
+    from ..core import fix_for
+    from ..errors import NeedsAuthorization
+
+    try:
+        parsed = json.loads(params)
+    except ValueError:
+        raise typer.BadParameter("not JSON", param_hint="JSON") from None
+    if not isinstance(parsed, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="JSON")
+    if not valid_method(method):
+        raise typer.BadParameter("not a Bitrix24 method name", param_hint="METHOD")
+
+    async def work(cfg: Settings) -> Any:
+        async def forward(gw: Any) -> Any:
+            record = await gw.store.portal(portal)
+            if record is None:
+                fail(f"no portal {portal!r}; see `b24gate portal list`")
+            if record.state != "connected":
+                raise NeedsAuthorization(
+                    record.name,
+                    record.state_reason or "the portal was never connected",
+                    fix=fix_for(record),
+                )
+            return await gw.dispatcher.forward(record, method, parsed)
+
+        return await _with_gateway(cfg, forward)
+
+    typer.echo(json.dumps(run(work), ensure_ascii=False))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (the gateway also does this at start)."""
+
+    async def work(cfg: Settings) -> None:
+        await _with_gateway(cfg, _noop)
+
+    run(work)
+    typer.echo("database is up to date", err=True)
+
+
+async def _noop(gw: Any) -> None:
+    return None
+
+
+class _Handoff(logging.handlers.QueueHandler):
+    """Hands records to the writer thread with their message merged, and nothing more: the
+    line itself (time stamp and all) is formatted in that thread, off the event loop."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.exc_info:
+            prepared: logging.LogRecord = super().prepare(record)  # render the traceback now
+            return prepared
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+
+def _logging(level: str) -> None:
+    """Log lines to stderr from a thread of their own: the event loop never waits on a write."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
+    atexit.register(listener.stop)
+    root = logging.getLogger()
+    root.addHandler(_Handoff(records))
+    root.setLevel(level.upper())
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # Alembic's "Context impl SQLiteImpl." chatter on every start would precede a start-up
+    # error (a foreign master key), which DESIGN §3 wants as one line on stderr.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.", min=0, max=65535)] = 8080,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
+) -> None:
+    """Run the gateway."""
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{path} is not a file", param_hint="--tls-cert/--tls-key")
+    try:
+        cfg = settings()
+    except B24GateError as exc:
+        fail(exc.message)
+    _logging(cfg.log_level)
+    tls = (str(tls_cert), str(tls_key)) if tls_cert and tls_key else None
+    try:
+        _event_loop_run(_serve(cfg, host, port, tls))
+    except B24GateError as exc:
+        fail(exc.message)
+    except KeyboardInterrupt:
+        pass
+
+
+def _event_loop_run(work: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        asyncio.run(work)
+    else:
+        uvloop.run(work)
+
+
+async def _serve(cfg: Settings, host: str, port: int, tls: tuple[str, str] | None) -> None:
+    """Open the store first, so a bad key or database is one clear line, not a traceback."""
+    import uvicorn
+
+    from ..api import create_app
+    from ..core import Gateway
+
+    gateway = await Gateway.open(cfg)
+    try:
+        gateway.start_background()
+        config = uvicorn.Config(
+            create_app(cfg, gateway, close_gateway=True),
+            host=host,
+            port=port,
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            lifespan="on",
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
+        )
+        server = uvicorn.Server(config)
+        # uvicorn re-raises SIGTERM once it has shut down, which ends the process before the
+        # log writer thread has written the last lines; stop it ourselves and return instead.
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.handle_exit, sig, None)
+        await server.serve()
+        if not server.started:
+            raise B24GateError(f"the gateway could not listen on {host}:{port}")
+    finally:
+        await gateway.close()
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="The gateway's port.", min=1, max=65535)] = 8080,
+) -> None:
+    """Run the sandbox and the gateway together, connected; print a curl and a 1C snippet."""
+    from .._demo import run_demo
+
+    try:
+        cfg = settings()
+        if "B24GATE_PUBLIC_URL" not in os.environ:
+            cfg = cfg.model_copy(update={"public_url": f"http://127.0.0.1:{port}"})
+    except B24GateError as exc:
+        fail(exc.message)
+    _logging("WARNING")
+    try:
+        asyncio.run(run_demo(cfg, port))
+    except B24GateError as exc:
+        fail(exc.message)
+    except KeyboardInterrupt:
+        pass
