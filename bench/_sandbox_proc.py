@@ -14,6 +14,7 @@ import json
 import os
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -33,6 +35,26 @@ STEP_TIMEOUT = 60.0  # one CLI command, one start-up, one HTTP exchange of the s
 
 class BenchError(Exception):
     """The benchmark could not run; the message says which step failed."""
+
+
+class TimeLimit(BenchError):
+    """The whole run passed ``--time-limit``."""
+
+
+def _time_limit(signum: int, frame: FrameType | None) -> None:
+    raise TimeLimit("the time limit passed")
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise BenchError("terminated")
+
+
+def bound_run(seconds: int) -> None:
+    """End the run with :class:`TimeLimit` after ``seconds``, and on SIGTERM with an error,
+    so that the caller's clean-up (processes, temporary directories) always runs."""
+    signal.signal(signal.SIGALRM, _time_limit)
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.alarm(seconds)
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -58,7 +58,6 @@ from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import aiohttp
@@ -68,7 +67,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _sandbox_proc import (
     STEP_TIMEOUT,
     BenchError,
+    TimeLimit,
     add_client,
+    bound_run,
     clean_env,
     connect_portal,
     control,
@@ -101,10 +102,6 @@ MAX_RETRY_AFTER = 5.0
 MAX_ATTEMPTS = 30  # one call refused this often: the run is broken, not slow
 
 T = TypeVar("T")
-
-
-class TimeLimit(BenchError):
-    """The whole run passed ``--time-limit``."""
 
 
 @dataclass
@@ -638,23 +635,13 @@ def report(res: Results) -> int:
 # -- main -------------------------------------------------------------------------------
 
 
-def _time_limit(signum: int, frame: FrameType | None) -> None:
-    raise TimeLimit("the time limit passed")
-
-
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise BenchError("terminated")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time-limit", type=int, default=480, help="seconds for the whole run")
     args = parser.parse_args()
     # fast_bitrix24's tasks left behind by a failure would each print a traceback.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    signal.signal(signal.SIGALRM, _time_limit)
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.alarm(args.time_limit)
+    bound_run(args.time_limit)
     res = Results()
     try:
         run(args, res)

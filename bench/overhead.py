@@ -51,7 +51,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import aiohttp
 
@@ -62,6 +61,7 @@ from _sandbox_proc import (
     STEP_TIMEOUT,
     BenchError,
     access_token,
+    bound_run,
     clean_env,
     connect_portal,
     control,
@@ -87,10 +87,6 @@ ROUNDS = 5  # throughput rounds per way; rounds alternate ABBA
 WARMUP_SEQUENTIAL = 200
 WARMUP_CONCURRENT = 500
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=5)
-
-
-class TimeLimit(BenchError):
-    """The whole run passed ``--time-limit``."""
 
 
 @dataclass(frozen=True)
@@ -292,14 +288,6 @@ def report(fig: Figures, args: argparse.Namespace) -> int:
 # -- main -------------------------------------------------------------------------------
 
 
-def _time_limit(signum: int, frame: FrameType | None) -> None:
-    raise TimeLimit("the time limit passed")
-
-
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise BenchError("terminated")
-
-
 def run(args: argparse.Namespace) -> Figures:
     with ExitStack() as stack:
         try:
@@ -358,9 +346,7 @@ def main() -> int:
     parser.add_argument("--rss-calls", type=int, default=10_000, help="gateway calls before RSS")
     parser.add_argument("--time-limit", type=int, default=300, help="seconds for the whole run")
     args = parser.parse_args()
-    signal.signal(signal.SIGALRM, _time_limit)
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.alarm(args.time_limit)
+    bound_run(args.time_limit)
     try:
         figures = run(args)
     except BenchError as exc:
