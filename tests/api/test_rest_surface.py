@@ -407,3 +407,22 @@ async def test_an_unreachable_oauth_server_during_refresh_is_503(
     assert "OAuth server" in bitrix_error(response, 503, "INTERNAL_SERVER_ERROR")
     await stack.control.delete("/_sandbox/faults")
     assert (await stack.http.post("/rest/profile", json={"auth": key})).status_code == 200
+
+
+async def test_rest_3_paths_pass_through_to_the_portal(connected: tuple[Stack, str]) -> None:
+    stack, key = connected
+    added = await stack.http.post(
+        "/rest/api/crm.deal.add", json={"auth": key, "fields": {"TITLE": "через REST 3.0"}}
+    )
+    assert added.status_code == 200, added.text
+    got = await stack.http.post(
+        "/rest/api/crm.deal.get", headers={"Authorization": f"Bearer {key}"},
+        json={"id": added.json()["result"]},
+    )  # fmt: skip
+    assert got.json()["result"]["TITLE"] == "через REST 3.0"
+    missing = await stack.http.post("/rest/api/crm.deal.get", json={"auth": key, "id": 999})
+    assert missing.status_code == 400
+    assert missing.json() == {"error": {"code": "", "message": "Not found"}}
+    urls = (await stack.control.get("/_sandbox/received")).json()["urls"]
+    assert "/rest/api/crm.deal.get" in urls
+    assert not any(key in u for u in urls)

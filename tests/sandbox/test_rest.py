@@ -428,3 +428,20 @@ async def test_https_server_is_not_trusted_without_its_ca(
     async with httpx.AsyncClient(base_url=sb.base_url) as http:
         with pytest.raises(httpx.ConnectError):
             await http.get("/rest/profile")
+
+
+async def test_rest_3_paths_answer_errors_in_their_own_shape(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    ok = await client.post("/rest/api/profile", json={"auth": token})
+    assert ok.status_code == 200
+    assert ok.json()["result"]["ID"] == "1"
+    missing = await client.post("/rest/api/no.such.method", json={"auth": token})
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": {"code": "ERROR_METHOD_NOT_FOUND", "message": "Method not found!"}
+    }
+    no_auth = await client.post("/rest/api/profile", json={})
+    assert no_auth.json() == {
+        "error": {"code": "NO_AUTH_FOUND", "message": "Wrong authorization data"}
+    }

@@ -214,15 +214,18 @@ def add_rest_routes(app: FastAPI) -> None:
             method = rest.method[:100]
             client = await _client(gw, rest)
             who = client.name
-            if v3:
-                raise RequestError("REST 3.0 is not forwarded yet", code="invalid_method")
             address = peer_address(
                 request.client.host if request.client else None,
                 request.headers.get("x-forwarded-for"),
                 gw.settings.trusted_proxies,
             )
             result = await gw.dispatcher.call(
-                client, rest.method, rest.params, portal_name=portal_name, address=address
+                client,
+                rest.method,
+                rest.params,
+                portal_name=portal_name,
+                address=address,
+                v3=rest.v3,
             )
             portal, upstream_ms, status = result.portal, result.upstream_ms, 200
             return _answer(result.body, 200)

@@ -130,9 +130,11 @@ class RestClient:
         *,
         auth: str | None,
         write: bool,
+        v3: bool = False,
     ) -> dict[str, Any]:
         """Call ``method`` at ``rest_base`` (``https://portal/rest/``) and return the whole
-        answer (``result``, ``total``, ``next``, ``time``).
+        answer (``result``, ``total``, ``next``, ``time``); ``v3``: at REST 3.0's
+        ``rest_base + "api/"``.
 
         ``auth`` is the access token (``None`` for an incoming webhook, whose base carries
         its secret). ``write`` says whether a lost answer may hide a done call.
@@ -147,7 +149,8 @@ class RestClient:
         except (TypeError, ValueError):
             raise RequestError(f"{method}: the parameters are not JSON") from None
         try:
-            url = URL(rest_base if rest_base.endswith("/") else rest_base + "/") / method
+            url = URL(rest_base if rest_base.endswith("/") else rest_base + "/")
+            url = (url / "api" / method) if v3 else (url / method)
         except (TypeError, ValueError):
             raise UpstreamUnreachable(f"{method}: the REST URL is not valid", sent=False) from None
         host = _host(url)

@@ -35,7 +35,7 @@ from ..errors import (
 from ..store import Client, Portal, ReadCache, Store
 from ._access import check_address, check_method
 from ._limiter import Limiter, LocalLimiter
-from ._scheduler import Plan, Scheduler
+from ._scheduler import Plan, Scheduler, budget_key
 from ._tokens import TokenManager
 from ._webhook import fix_for, webhook_base, webhook_moved, webhook_refused
 
@@ -151,7 +151,10 @@ class Dispatcher:
         portal_name: str | None = None,
         domain: str | None = None,
         address: str | None = None,
+        v3: bool = False,
     ) -> CallResult:
+        """One call as ``client``. ``v3``: a REST 3.0 method (``/rest/api/…``), which goes
+        alone (``batch`` is REST 1's) after booking its slot of the portal's budget."""
         if not valid_method(method):
             raise RequestError(
                 f"{method[:80]!r} is not a Bitrix24 method name", code="invalid_method"
@@ -167,11 +170,25 @@ class Dispatcher:
             )
         await self._hold_for_operating_time(portal, method)
         started = time.perf_counter()
-        if portal.rate > 0:
+        if v3:
+            await self._book_slot(portal)
+            body = await self.forward(portal, method, params, v3=True)
+        elif portal.rate > 0:
             body = await self._scheduler.submit(portal, client.name, method, params)
         else:
             body = await self.forward(portal, method, params)
         return CallResult(body, portal.name, (time.perf_counter() - started) * 1000)
+
+    async def _book_slot(self, portal: Portal) -> None:
+        if portal.rate <= 0:
+            return
+        wait = await self._limiter.reserve(
+            budget_key(portal), portal.rate, portal.burst, self._queue.max_wait
+        )
+        if wait is None:
+            raise RateLimited(f"portal {portal.name!r} is busy", self._queue.max_wait)
+        if wait:
+            await asyncio.sleep(wait)
 
     async def close(self) -> None:
         await self._scheduler.close()
@@ -199,7 +216,12 @@ class Dispatcher:
         return await self.forward(portal, method, params, scheduled=True)
 
     async def _forward(
-        self, portal: Portal, method: str, params: Mapping[str, Any], scheduled: bool = False
+        self,
+        portal: Portal,
+        method: str,
+        params: Mapping[str, Any],
+        scheduled: bool = False,
+        v3: bool = False,
     ) -> dict[str, Any]:
         write = not is_read(method, params)
         retryable = _unsent if scheduled else _retryable
@@ -210,7 +232,9 @@ class Dispatcher:
 
             async def once() -> dict[str, Any]:
                 try:
-                    return await self._rest.call(base, method, params, auth=None, write=write)
+                    return await self._rest.call(
+                        base, method, params, auth=None, write=write, v3=v3
+                    )
                 except (CredentialsRejected, TokenRejected) as exc:
                     raise await webhook_refused(self._store, portal, exc) from None
                 except PortalMoved as moved:
@@ -224,7 +248,12 @@ class Dispatcher:
                 nonlocal grant, refreshed
                 try:
                     return await self._rest.call(
-                        rest_base(portal), method, params, auth=grant.access_token, write=write
+                        rest_base(portal),
+                        method,
+                        params,
+                        auth=grant.access_token,
+                        write=write,
+                        v3=v3,
                     )
                 except TokenRejected:
                     if refreshed:
@@ -234,7 +263,12 @@ class Dispatcher:
                         portal, grant.access_token, reason="token refused"
                     )
                     return await self._rest.call(
-                        rest_base(portal), method, params, auth=grant.access_token, write=write
+                        rest_base(portal),
+                        method,
+                        params,
+                        auth=grant.access_token,
+                        write=write,
+                        v3=v3,
                     )
 
         try:
@@ -290,15 +324,16 @@ class Dispatcher:
         params: Mapping[str, Any],
         *,
         scheduled: bool = False,
+        v3: bool = False,
     ) -> dict[str, Any]:
         """One request to the portal. ``scheduled``: the scheduler sent it and itself handles
         QUERY_LIMIT_EXCEEDED (pause, slow down, send again); otherwise it is retried here."""
         try:
             try:
-                return await self._forward(portal, method, params, scheduled)
+                return await self._forward(portal, method, params, scheduled, v3)
             except PortalMoved as moved:
                 portal = await self._follow_move(portal, moved)
-                return await self._forward(portal, method, params, scheduled)
+                return await self._forward(portal, method, params, scheduled, v3)
         except QueryLimitExceeded:
             if scheduled:
                 raise

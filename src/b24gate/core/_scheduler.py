@@ -81,6 +81,11 @@ def batchable(value: Any) -> bool:
     )
 
 
+def budget_key(portal: Portal) -> str:
+    """Whose budget: Bitrix24 counts per portal, which ``member_id`` names for good."""
+    return str(portal.member_id or portal.id)
+
+
 @dataclass(frozen=True)
 class Plan:
     """A portal's request budget: Bitrix24 drains ``rate``/s from a bucket of ``burst``."""
@@ -218,7 +223,7 @@ class Scheduler:
         return await asyncio.shield(call.future)
 
     async def _run(self, lane: _Lane, plan: Plan) -> None:
-        key = str(lane.portal.member_id or lane.portal.id)
+        key = budget_key(lane.portal)
         while lane.pending:
             if lane.sending and lane.pending - lane.alone < BATCH_LIMIT:
                 # A request is on its way and this one would leave partly filled: let the
@@ -272,7 +277,7 @@ class Scheduler:
             lane.portal.name,
         )
         lane.slow_until = time.monotonic() + SLOW_FOR
-        await self._limiter.pause(str(lane.portal.member_id or lane.portal.id), REFUSED_PAUSE)
+        await self._limiter.pause(budget_key(lane.portal), REFUSED_PAUSE)
         for call in reversed(calls):
             call.refusals += 1
             if call.refusals > MAX_REFUSALS:

@@ -42,6 +42,10 @@ def _error(exc: RestError) -> web.Response:
     return _json(exc.body(), exc.status)
 
 
+def _error_v3(exc: RestError) -> web.Response:
+    return _json({"error": {"code": exc.error, "message": exc.description}}, exc.status)
+
+
 async def read_params(request: web.Request) -> Params:
     """The query string merged with the body (JSON, form or multipart), as PHP's $_REQUEST."""
     params = parse_php_query(request.query_string)
@@ -196,10 +200,16 @@ class SandboxServer:
 
     async def _call(self, request: web.Request) -> web.Response:
         portal = self.portal
-        parts = request.match_info["tail"].split("/")
+        tail = request.match_info["tail"]
+        # REST 3.0 (`/rest/api/…`): the same methods here, errors in its own shape
+        # `{"error": {"code", "message"}}` (protocol file §6; its other differences, such as
+        # camelCase parameters, are not emulated).
+        v3 = tail.startswith("api/")
+        error = _error_v3 if v3 else _error
+        parts = tail.removeprefix("api/").split("/")
         method = parts[-1].removesuffix(".json")
         if len(parts) not in (1, 3) or not method:
-            return _error(errors.method_not_found())
+            return error(errors.method_not_found())
         params = await read_params(request)
         token = params.pop("auth", None)
         try:
@@ -214,7 +224,7 @@ class SandboxServer:
                 raise errors.no_auth_found()
             outcome, timing = await portal.execute(caller, method, params)
         except RestError as exc:
-            return _error(exc)
+            return error(exc)
         portal.counters.executed += 1
         return _json(portal.answer(outcome, timing))
 
