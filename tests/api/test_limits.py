@@ -23,7 +23,9 @@ async def limited(
     return stack, await stack.add_client()
 
 
-async def test_a_burst_of_calls_never_trips_the_limit_and_is_batched(make_stack: MakeStack) -> None:
+async def test_a_burst_of_calls_never_trips_the_limit_and_is_batched(
+    make_stack: MakeStack, logs: pytest.LogCaptureFixture
+) -> None:
     # One request of margin covers one drain interval (0.2 s here) of jitter between booking
     # a slot and the request's arrival; Bitrix24's own 2/s gives 0.5 s.
     stack, key = await limited(make_stack, rate=5, burst=5)
@@ -45,6 +47,11 @@ async def test_a_burst_of_calls_never_trips_the_limit_and_is_batched(make_stack:
     assert counters["rejected_503"] == 0
     assert counters["rest_calls"] <= 20  # 300 calls, packed up to 50 a request
     assert counters["batches"] >= 6
+    # One log line per request to Bitrix24 with the queue's figures.
+    lines = [r.getMessage() for r in logs.records if r.name == "b24gate.scheduler"]
+    assert len(lines) == counters["rest_calls"]
+    assert sum(int(line.split("calls=")[1].split()[0]) for line in lines) == 300
+    assert all("longest_wait_ms=" in line and "still_queued=" in line for line in lines)
 
 
 async def test_each_caller_gets_its_own_error_from_a_shared_batch(make_stack: MakeStack) -> None:

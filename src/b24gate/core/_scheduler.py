@@ -248,9 +248,18 @@ class Scheduler:
     async def _send(self, lane: _Lane, calls: list[_Call]) -> None:
         portal = lane.portal
         now = time.monotonic()
-        for call in calls:
-            QUEUE_WAIT.labels(portal.name).observe(now - call.enqueued)
+        waits = [now - call.enqueued for call in calls]
+        for wait in waits:
+            QUEUE_WAIT.labels(portal.name).observe(wait)
         BATCH_SIZE.labels(portal.name).observe(len(calls))
+        # The queue's figures in the log, one line per request to Bitrix24 (not per call).
+        log.info(
+            "portal=%s request calls=%d longest_wait_ms=%.0f still_queued=%d",
+            portal.name,
+            len(calls),
+            max(waits) * 1000,
+            lane.pending,
+        )
         try:
             if len(calls) == 1:
                 body = await self._forward(portal, calls[0].method, calls[0].params)
