@@ -123,6 +123,7 @@ async def test_unknown_portals_send_nothing_upstream(connected: tuple[Stack, str
         {"domain": "127.0.0.2", "method": "profile"},
         {"domain": "169.254.169.254", "method": "profile"},
         {"domain": "[::1]:8080", "method": "profile"},
+        {"domain": "[::1", "method": "profile"},  # malformed: still a clear 404, not a 500
     ):
         response = await stack.call(key, body)
         assert response.status_code == 404, body

@@ -14,11 +14,12 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from ..bitrix import OAuthClient
 from ..errors import B24GateError, OAuthError
 from ..store import Portal, Store
+from ._hosts import host_of
 from ._tokens import acceptable_endpoint, grant_of, uses_get
 
 log = logging.getLogger("b24gate.connect")
@@ -45,10 +46,6 @@ class Connected:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _host(value: str) -> str:
-    return (urlsplit(value if "//" in value else f"//{value}").netloc or value).lower()
 
 
 class Connector:
@@ -123,9 +120,9 @@ class Connector:
             )
         portal_id, force = used
         portal = await self._portal_by_id(portal_id)
-        domain = _host(query.get("domain", ""))
+        domain = host_of(query.get("domain", ""))
         known = {portal.domain} | (
-            {_host(portal.client_endpoint)} if portal.client_endpoint else set()
+            {host_of(portal.client_endpoint)} if portal.client_endpoint else set()
         )
         if domain not in known:
             raise ConnectError(

@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ..store import Client, Portal, ReadCache, Store
 from ._access import check_address, check_method
+from ._hosts import host_of
 from ._limiter import Limiter, LocalLimiter
 from ._scheduler import Plan, Scheduler, budget_key
 from ._tokens import TokenManager
@@ -120,10 +121,7 @@ class Dispatcher:
         if name is not None:
             portal = await self._reads.portal(name)
         elif domain is not None:
-            host = (
-                urlsplit(domain if "//" in domain else f"//{domain}").netloc.lower()
-                or domain.lower()
-            )
+            host = host_of(domain)
             portal = await self._reads.portal_by_domain(host) or await self._moved_to(host)
         elif len(client.portals) == 1:
             portal = await self._reads.portal(client.portals[0])
@@ -138,7 +136,7 @@ class Dispatcher:
     async def _moved_to(self, host: str) -> Portal | None:
         """A portal whose OAuth server named ``host`` as its new address (a moved portal)."""
         for portal in await self._reads.portals():
-            if portal.client_endpoint and urlsplit(portal.client_endpoint).netloc.lower() == host:
+            if host and host_of(portal.client_endpoint) == host:
                 return portal
         return None
 

@@ -19,11 +19,11 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 from ..bitrix import OAuthClient
 from ..errors import B24GateError, OAuthError, OAuthUnavailable, RequestError
 from ..store import Grant, Portal, Store
+from ._hosts import host_of
 from ._tokens import TokenManager, acceptable_endpoint
 
 log = logging.getLogger("b24gate.install")
@@ -54,15 +54,6 @@ class EventUnverifiable(B24GateError):
         super().__init__("the event cannot be verified now")
 
 
-def _host(value: str | None) -> str:
-    if not value:
-        return ""
-    try:
-        return (urlsplit(value if "//" in value else f"//{value}").netloc or value).lower()
-    except ValueError:
-        return ""
-
-
 def _shown(value: Any) -> str:
     """A value the request sent, safe for a log line: quoted and cut short."""
     return repr(str(value)[:80])
@@ -71,7 +62,7 @@ def _shown(value: Any) -> str:
 def _known_hosts(portal: Portal) -> set[str]:
     hosts = {portal.domain}
     if portal.client_endpoint:
-        hosts.add(_host(portal.client_endpoint))
+        hosts.add(host_of(portal.client_endpoint))
     return hosts
 
 
@@ -130,7 +121,7 @@ class Installer:
         access, refresh = auth.get("access_token", ""), auth.get("refresh_token", "")
         if not access or not refresh:
             raise RequestError("an install event carries an access and a refresh token")
-        domain = _host(auth.get("domain"))
+        domain = host_of(auth.get("domain"))
         # The claimed domain only narrows which registered portals, and so which trusted
         # OAuth servers, are asked; the decision is app.info's.
         candidates = [
@@ -217,7 +208,7 @@ class Installer:
         not vouch for it, so an event may not move a portal. A portal that really moved is
         found through its OAuth server on the next refresh (DESIGN §5)."""
         endpoint = acceptable_endpoint(claimed)
-        if endpoint is None or len(endpoint) > 512 or _host(endpoint) != portal.domain:
+        if endpoint is None or len(endpoint) > 512 or host_of(endpoint) != portal.domain:
             if claimed:
                 log.info("portal=%s: the event's client_endpoint was not taken", portal.name)
             return None
@@ -228,7 +219,7 @@ class Installer:
     async def uninstall(self, auth: Mapping[str, str]) -> str:
         token = auth.get("application_token", "")
         member_id = auth.get("member_id", "")
-        domain = _host(auth.get("domain"))
+        domain = host_of(auth.get("domain"))
         if not token:
             _refuse("an uninstall event without an application_token")
         candidates = [
