@@ -523,7 +523,7 @@ def setup_and_measure(stack: ExitStack, args: argparse.Namespace, res: Results) 
         return
     secret_file = tmp / "client-secret"
     secret_file.write_text(secret)
-    log_file = tmp / "gateway.log"
+    log_file = args.gateway_log or tmp / "gateway.log"
     stack.enter_context(gateway_process(env, port, log_file))
     budget = ("--rate", f"{RATE:g}", "--burst", str(BURST))
     key = connect_portal(env, sandbox, secret_file, PORTAL, SCOPE, *budget)
@@ -638,6 +638,11 @@ def report(res: Results) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time-limit", type=int, default=480, help="seconds for the whole run")
+    parser.add_argument(
+        "--gateway-log",
+        type=Path,
+        help="keep the gateway's log here (one scheduler line per request to Bitrix24)",
+    )
     args = parser.parse_args()
     # fast_bitrix24's tasks left behind by a failure would each print a traceback.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)

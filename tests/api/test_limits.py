@@ -13,14 +13,14 @@ from .conftest import MakeStack, Stack
 
 
 async def limited(
-    make_stack: MakeStack, rate: float, burst: int, **settings: object
+    make_stack: MakeStack, rate: float, burst: int, portal: str = "demo", **settings: object
 ) -> tuple[Stack, str]:
     stack = await make_stack({"rate": rate, "burst": burst}, **settings)
-    await stack.add_portal(rate=rate, burst=burst)
-    await stack.connect()
+    await stack.add_portal(portal, rate=rate, burst=burst)
+    await stack.connect(portal)
     await stack.control.post("/_sandbox/limits", json={"reset": True})
     await stack.control.post("/_sandbox/counters/reset")
-    return stack, await stack.add_client()
+    return stack, await stack.add_client(portals=(portal,))
 
 
 async def test_a_burst_of_calls_never_trips_the_limit_and_is_batched(
@@ -90,7 +90,10 @@ async def test_a_second_client_is_served_within_two_drain_intervals(make_stack: 
         waited = time.monotonic() - started
         assert single.status_code == 200
         await asyncio.gather(*bulk)
-    assert waited < 2 * (1 / 4) + 0.15  # not behind the dozen bulk calls still waiting
+    # Not behind the dozen bulk calls still waiting (3 s): its turn comes within two drain
+    # intervals (exactly so on virtual time: tests/core/test_scheduler_timing.py); real
+    # time on a busy machine gets one more.
+    assert waited < 3 * (1 / 4)
     assert (await stack.counters())["rejected_503"] == 0
 
 
@@ -139,3 +142,87 @@ async def test_a_portal_without_limits_skips_the_queue(
     responses = await asyncio.gather(*(stack.call(key, {"method": "profile"}) for _ in range(20)))
     assert [r.status_code for r in responses] == [200] * 20
     assert (await stack.counters())["batches"] == 0  # every call went as itself
+
+
+async def four_costly_adds(
+    make_stack: MakeStack, seconds: float
+) -> tuple[Stack, str, list[httpx.Response]]:
+    """Four adds at once, each charged ``seconds`` of operating time: on a budget of one
+    request a second, the first goes alone and the other three wait and go as one batch."""
+    stack, key = await limited(make_stack, rate=1, burst=2, queue_max_wait=5)
+    await stack.control.post(
+        "/_sandbox/method-cost", json={"method": "crm.deal.add", "seconds": seconds}
+    )
+    adds = [
+        stack.call(key, {"method": "crm.deal.add", "params": {"fields": {"TITLE": f"d{i}"}}})
+        for i in range(4)
+    ]
+    return stack, key, list(await asyncio.gather(*adds))
+
+
+async def test_packed_calls_feed_their_methods_operating_time(make_stack: MakeStack) -> None:
+    # 115 s of operating time an add: four of them bring crm.deal.add to 460 s, within 20 s
+    # of Bitrix24's 480 s budget. Three of the four travel packed in one batch.
+    stack, key, answers = await four_costly_adds(make_stack, seconds=115)
+    assert [r.status_code for r in answers] == [200] * 4
+    counters = await stack.counters()
+    assert counters["batches"] == 1
+    # The gateway read each command's own `time` block: the next add waits for the budget
+    # to free up (10 minutes away, past the queue's maximum wait), so it is refused here
+    # rather than getting crm.deal.add blocked for every application of the portal.
+    fifth = await stack.call(key, {"method": "crm.deal.add", "params": {"fields": {"TITLE": "d4"}}})
+    assert fifth.status_code == 429
+    assert fifth.json()["code"] == "rate_limited"
+    assert int(fifth.headers["Retry-After"]) > 500
+    assert (await stack.counters())["rest_calls"] == counters["rest_calls"]  # not sent
+    assert (await stack.call(key, {"method": "profile"})).status_code == 200
+
+
+async def test_a_packed_call_blocked_for_operating_time_gets_429(make_stack: MakeStack) -> None:
+    # 200 s an add: the third add of the batch finds crm.deal.add past 480 s and is
+    # blocked inside the batch, where Bitrix24 does not say until when it is.
+    stack, key, answers = await four_costly_adds(make_stack, seconds=200)
+    assert sorted(r.status_code for r in answers) == [200, 200, 200, 429]
+    (blocked,) = [r for r in answers if r.status_code == 429]
+    assert blocked.json()["code"] == "rate_limited"
+    # Not the blind minute: the reset time the earlier commands' answers gave.
+    assert int(blocked.headers["Retry-After"]) > 500
+    sent = (await stack.counters())["rest_calls"]
+    again = await stack.call(key, {"method": "crm.deal.add", "params": {"fields": {"TITLE": "d4"}}})
+    assert again.status_code == 429  # held here until the block lifts, not sent
+    assert (await stack.counters())["rest_calls"] == sent
+
+
+async def test_the_queues_figures_are_served_at_metrics_to_the_admin(
+    make_stack: MakeStack,
+) -> None:
+    # A portal of its own: the figures are the process's, and other tests use "demo".
+    stack, key = await limited(
+        make_stack, rate=5, burst=5, portal="metered", admin_token="admin-token-for-tests"
+    )
+    await stack.control.post("/_sandbox/faults", json={"kind": "503", "count": 1})
+    calls = [
+        stack.call(key, {"method": "crm.deal.add", "params": {"fields": {"TITLE": f"d{i}"}}})
+        for i in range(30)
+    ]
+    assert {r.status_code for r in await asyncio.gather(*calls)} == {200}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {key}"}):
+        refused = await stack.http.get("/metrics", headers=headers)
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "forbidden"
+    page = await stack.http.get(
+        "/metrics", headers={"Authorization": "Bearer admin-token-for-tests"}
+    )
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/plain")
+    figures = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in page.text.splitlines()
+        if line.startswith("b24gate_") and 'portal="metered"' in line
+    }
+    # Every call was carried by some request, in fewer requests than calls.
+    assert figures['b24gate_request_calls_sum{portal="metered"}'] >= 30
+    assert figures['b24gate_request_calls_count{portal="metered"}'] < 30
+    assert figures['b24gate_limit_refusals_total{portal="metered"}'] >= 1  # the 503 absorbed
+    assert figures['b24gate_queue_depth{portal="metered"}'] == 0
+    assert 'b24gate_queue_wait_seconds_bucket{le="0.5",portal="metered"}' in figures

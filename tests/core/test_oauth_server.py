@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from b24gate.core._tokens import oauth_server
 from b24gate.store import Grant, Portal
 
+from ._lanes import a_portal
+
 
 def portal(oauth_url: str = "https://oauth.bitrix.info") -> Portal:
-    return Portal(
-        id=1,
-        name="p",
-        url="https://x.bitrix24.ru",
-        domain="x.bitrix24.ru",
-        client_id="local.1",
-        client_secret="s",
-        oauth_url=oauth_url,
-        scope="",
-        token_method="POST",
-        member_id=None,
-        client_endpoint=None,
-        granted_scope=None,
-        state="connected",
-        state_reason=None,
-        created_at=0.0,
-        updated_at=0.0,
-    )
+    return dataclasses.replace(a_portal(), oauth_url=oauth_url, member_id=None)
 
 
 def grant(server_endpoint: str | None) -> Grant:

@@ -18,28 +18,9 @@ from b24gate.errors import BitrixError, QueryLimitExceeded, RateLimited
 from b24gate.sandbox import build_php_query, parse_php_query
 from b24gate.store import Portal
 
+from ._lanes import a_portal as portal
+
 REDIS_URL = os.environ.get("B24GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def portal(pid: int = 1) -> Portal:
-    return Portal(
-        id=pid,
-        name=f"p{pid}",
-        url="https://x.bitrix24.ru",
-        domain=f"x{pid}.bitrix24.ru",
-        client_id="local.1",
-        client_secret="s",
-        oauth_url="https://oauth.bitrix.info",
-        scope="",
-        token_method="POST",
-        member_id=f"{pid:032x}",
-        client_endpoint=None,
-        granted_scope=None,
-        state="connected",
-        state_reason=None,
-        created_at=0.0,
-        updated_at=0.0,
-    )
 
 
 class FakeBitrix:
@@ -146,37 +127,6 @@ async def test_unpackable_calls_go_alone(scheduler: Scheduler, bitrix: FakeBitri
     alone = [p for _, m, p in bitrix.requests if m != "batch"]
     assert {"id": 1, "fields": {"OPENED": True}} in alone
     assert {"filter": {}} in alone
-
-
-async def test_the_bucket_is_respected(bitrix: FakeBitrix) -> None:
-    s = Scheduler(LocalLimiter(), bitrix.forward, lambda p: Plan(rate=10, burst=3), max_wait=5)
-    try:
-        # Unpackable calls: one request each.
-        await asyncio.gather(*(s.submit(portal(), "erp", "x.y", {"v": None}) for _ in range(12)))
-    finally:
-        await s.close()
-    times = [t for t, _, _ in bitrix.requests]
-    # The first burst-1 go at once (one under Bitrix24's threshold), then one every 0.1 s.
-    assert times[1] - times[0] < 0.05
-    gaps = [b - a for a, b in itertools.pairwise(times[2:])]
-    assert min(gaps) > 0.08
-    assert times[-1] - times[0] >= (12 - 2) * 0.1 * 0.95
-
-
-async def test_round_robin_serves_a_second_client_at_once(bitrix: FakeBitrix) -> None:
-    s = Scheduler(LocalLimiter(), bitrix.forward, lambda p: Plan(rate=10, burst=2), max_wait=60)
-    try:
-        bulk = [
-            asyncio.create_task(s.submit(portal(), "bulk", "x.y", {"v": None})) for _ in range(20)
-        ]
-        await asyncio.sleep(0.15)
-        started = time.monotonic()
-        await s.submit(portal(), "single", "profile", {})
-        waited = time.monotonic() - started
-        await asyncio.gather(*bulk)
-    finally:
-        await s.close()
-    assert waited < 2 * 0.1 + 0.05  # within two drain intervals, not behind 18 bulk calls
 
 
 async def test_queue_over_the_wait_limit_is_429(bitrix: FakeBitrix) -> None:

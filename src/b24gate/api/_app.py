@@ -14,11 +14,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..core import ConnectError, Gateway, authenticate, peer_address
-from ..errors import B24GateError, RequestError
+from ..errors import B24GateError, Forbidden, RequestError
 from ..settings import Settings
 from ._body import read_body
 from ._bulk import add_bulk_routes
@@ -210,20 +211,35 @@ def create_app(
             return json_response({"status": "unavailable", "error": type(exc).__name__}, 503)
         return json_response({"status": "ok"})
 
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics of the per-portal queues, for the admin token only."""
+        if not _is_admin(request.app.state.gateway, request):
+            return error_response(
+                Forbidden(
+                    "/metrics needs `Authorization: Bearer <admin token>` (B24GATE_ADMIN_TOKEN)"
+                )
+            )
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     return FastPaths(app, {("POST", "/api/v1/call"): call})
+
+
+def _is_admin(gw: Gateway, request: Request) -> bool:
+    """The request carries the admin token (and one is configured)."""
+    expected = gw.settings.admin_token
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return (
+        expected is not None
+        and bool(given)
+        and hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
+    )
 
 
 async def _admin_ticket(gw: Gateway, request: Request) -> str:
     """``/oauth/start?portal=NAME`` with the admin token: a ticket made on the spot."""
-    expected = gw.settings.admin_token
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     name = request.query_params.get("portal")
-    if (
-        expected is None
-        or not given
-        or not name
-        or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
-    ):
+    if not name or not _is_admin(gw, request):
         raise ConnectError(
             "a valid ticket (from `b24gate portal authorize`) is required",
             status=403,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import BitrixError
+from ..errors import BitrixError, OperationTimeLimit, QueryLimitExceeded
 
 # Errors reported per command inside a batch carry no HTTP status; these are the statuses
 # the same errors have on their own (protocol file §6). Method-level errors are 400.
@@ -29,8 +29,16 @@ def as_map(value: Any) -> Mapping[str, Any]:
 
 
 def command_error(error: Any) -> BitrixError:
-    """The error of one command of a batch (an entry of ``result_error``)."""
+    """The error of one command of a batch (an entry of ``result_error``), typed as the
+    same error of a call on its own is, for the limits: the command was not executed
+    (``QUERY_LIMIT_EXCEEDED``), or its method is blocked (``OPERATION_TIME_LIMIT``, which
+    inside a batch does not say until when)."""
     body = as_map(error)
     code = str(body.get("error", ""))
     description = str(body.get("error_description", ""))
-    return BitrixError(_STATUS.get(code, 400), code, description, dict(body))
+    status = _STATUS.get(code, 400)
+    if code == "QUERY_LIMIT_EXCEEDED":
+        return QueryLimitExceeded(status, code, description, dict(body))
+    if code == "OPERATION_TIME_LIMIT":
+        return OperationTimeLimit(status, code, description, dict(body))
+    return BitrixError(status, code, description, dict(body))

@@ -46,6 +46,8 @@ log = logging.getLogger("b24gate.calls")
 # Bitrix24 blocks a method whose operating time passes 480 s in 10 minutes; near that, wait.
 OPERATING_LIMIT = 480.0
 OPERATING_MARGIN = 20.0
+# How long a block lasts when Bitrix24 does not say (`operating_reset_at` is missing).
+OPERATING_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,12 @@ class Dispatcher:
             await self._book_slot(portal)
             body = await self.forward(portal, method, params, v3=True)
         elif portal.rate > 0:
-            body = await self._scheduler.submit(portal, client.name, method, params)
+            try:
+                body = await self._scheduler.submit(portal, client.name, method, params)
+            except OperationTimeLimit as exc:  # its command, inside a batch, was blocked
+                raise self._blocked(portal, method, exc) from None
+            # A call packed into a batch brings its own command's `time` block.
+            self._remember_reset(portal, method, body)
         else:
             body = await self.forward(portal, method, params)
         return CallResult(body, portal.name, (time.perf_counter() - started) * 1000)
@@ -278,13 +285,26 @@ class Dispatcher:
                     raise
                 body = await self._retrying(once, retryable)
         except OperationTimeLimit as exc:
-            reset_at = exc.reset_at or self._reset_at.get((portal.id, method.lower()))
-            wait = max(1.0, (reset_at or self._clock() + 60) - self._clock())
-            raise RateLimited(
-                f"Bitrix24 blocked {method} for its operating time", wait, operation_time=True
-            ) from None
+            raise self._blocked(portal, method, exc) from None
         self._remember_reset(portal, method, body)
         return body
+
+    def _blocked(self, portal: Portal, method: str, exc: OperationTimeLimit) -> RateLimited:
+        """Bitrix24 blocked ``method`` for its operating time: the client's 429, and until
+        the block lifts further calls to the method wait here (or get 429) rather than
+        reaching Bitrix24."""
+        key = (portal.id, method.lower())
+        now = self._clock()
+        reset_at = exc.reset_at or self._reset_at.get(key)
+        if reset_at is None or reset_at <= now:
+            reset_at = now + OPERATING_WAIT  # Bitrix24 did not say (a command of a batch)
+        self._reset_at[key] = reset_at
+        self._operating[key] = OPERATING_LIMIT
+        return RateLimited(
+            f"Bitrix24 blocked {method} for its operating time",
+            max(1.0, reset_at - now),
+            operation_time=True,
+        )
 
     async def _retrying(
         self,
@@ -307,13 +327,23 @@ class Dispatcher:
 
     def _remember_reset(self, portal: Portal, method: str, body: Mapping[str, Any]) -> None:
         timing = body.get("time")
-        if isinstance(timing, Mapping):
-            reset_at = timing.get("operating_reset_at")
-            if isinstance(reset_at, int | float):
-                self._reset_at[(portal.id, method.lower())] = float(reset_at)
-            operating = timing.get("operating")
-            if isinstance(operating, int | float):
-                self._operating[(portal.id, method.lower())] = float(operating)
+        if not isinstance(timing, Mapping):
+            return
+        key = (portal.id, method.lower())
+        operating = timing.get("operating")
+        if (
+            isinstance(operating, int | float)
+            and self._operating.get(key, 0.0) > operating
+            and self._reset_at.get(key, 0.0) > self._clock()
+        ):
+            # Answers of concurrent requests come back in any order: until the budget
+            # frees up, the higher figure is the later one.
+            return
+        reset_at = timing.get("operating_reset_at")
+        if isinstance(reset_at, int | float):
+            self._reset_at[key] = float(reset_at)
+        if isinstance(operating, int | float):
+            self._operating[key] = float(operating)
 
     async def forward(
         self,

@@ -29,13 +29,12 @@ from .._php import build_php_query
 from ..bitrix import valid_method
 from ..bitrix._batch import as_map, command_error
 from ..errors import B24GateError, RateLimited, RequestError, UpstreamInvalid
-from ._dispatcher import CallResult
+from ._dispatcher import OPERATING_WAIT, CallResult
 from ._scheduler import batchable
 
 PAGE_SIZE = 50  # rows of one list page: Bitrix24's fixed size
 PAGES_PER_REQUEST = 50  # commands of one batch
 MAX_PAGE_SIZE = 5_000  # the largest page a client may ask for in cursor mode
-OPERATING_WAIT = 60.0
 
 Call = Callable[[str, Mapping[str, Any]], Awaitable[CallResult]]
 Record = dict[str, Any]

@@ -4,8 +4,10 @@ Each portal has one lane: a queue per client, served round robin, so one bulk im
 cannot starve another client's single call. Whenever the portal's budget (the
 :mod:`limiter <._limiter>`) has room for a request, the lane sends everything waiting, up
 to 50 calls: one call alone, several as one ``batch`` (``halt=0``), and each caller gets
-its own result or error. A call is never held back to wait for company. Only calls whose
-parameters survive the query-string encoding of ``batch`` commands are packed.
+its own result or error. A call on a quiet portal goes at once, even alone; under a
+sustained load a part-filled request waits for company only while it could not have gone
+without spending a slot that a full request needs (see :meth:`Scheduler._run`). Only
+calls whose parameters survive the query-string encoding of ``batch`` commands are packed.
 
 If Bitrix24 refuses a request anyway (``QUERY_LIMIT_EXCEEDED``: another application shares
 the bucket), nothing was executed: the lane pauses, slows down for a while and sends the
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ BATCH_LIMIT = 50
 REFUSED_PAUSE = 1.0
 SLOW_FOR = 30.0
 MAX_REFUSALS = 8
+# Under load, how long a part-filled request may wait for company once a request is
+# answered: its callers come back with their next calls within a few ms.
+LINGER = 0.05
 
 QUEUE_DEPTH = Gauge("b24gate_queue_depth", "Calls waiting per portal", ["portal"])
 QUEUE_WAIT = Histogram(
@@ -114,13 +118,34 @@ class _Lane:
     worker: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     slow_until: float = 0.0
+    linger_until: float = 0.0  # the load is heavy or growing: more calls are on their way
+    arrived: int = 0  # calls submitted so far (for telling a growing load)
     sending: set[asyncio.Task[None]] = field(default_factory=set)
 
     def finished(self, task: asyncio.Task[None]) -> None:
         self.sending.discard(task)
         self.wake.set()
 
+    def part_filled(self) -> bool:
+        """Whether the next request would leave with room to spare (and nothing that must
+        go alone is waiting: such a call goes at once, as nothing can join it)."""
+        return not self.alone and self.pending < BATCH_LIMIT
+
+    async def linger(self) -> None:
+        """Wait for a full request's worth of calls, at most until ``linger_until``."""
+        loop = asyncio.get_running_loop()
+        while self.part_filled():
+            left = self.linger_until - loop.time()
+            if left <= 0:
+                return
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), left)
+            except TimeoutError:
+                return
+
     def push(self, call: _Call, *, front: bool = False) -> None:
+        self.arrived += not front
         queue = self.queues.setdefault(call.client, deque())
         if front:
             queue.appendleft(call)
@@ -212,7 +237,7 @@ class Scheduler:
             method,
             params,
             asyncio.get_running_loop().create_future(),
-            time.monotonic(),
+            asyncio.get_running_loop().time(),
             packable,
         )
         lane.push(call)
@@ -223,20 +248,27 @@ class Scheduler:
         return await asyncio.shield(call.future)
 
     async def _run(self, lane: _Lane, plan: Plan) -> None:
+        """Send what waits, a request at a time, as the portal's budget allows.
+
+        Each request spends a slot of the budget whether it carries 1 call or 50, so a
+        part-filled request is held back in two cases only, both under load: while another
+        request is on its way (the calls that arrive meanwhile join this one), and for at
+        most :data:`LINGER` after a request was answered that was full or saw more calls
+        arrive than it carried (its callers come back with their next calls). A call on a
+        quiet portal goes at once, and so does one of a steady light load.
+        """
         key = budget_key(lane.portal)
+        loop = asyncio.get_running_loop()
         while lane.pending:
-            if lane.sending and lane.pending - lane.alone < BATCH_LIMIT:
-                # A request is on its way and this one would leave partly filled: let the
-                # calls that arrive meanwhile join it. Each request spends a slot of the
-                # portal's budget, so full ones make the whole load finish sooner; a lone
-                # call on an idle portal still goes at once.
+            if lane.sending and lane.part_filled():
                 lane.wake.clear()
                 await lane.wake.wait()
                 continue
-            rate = plan.rate / 2 if time.monotonic() < lane.slow_until else plan.rate
+            rate = plan.rate / 2 if loop.time() < lane.slow_until else plan.rate
             wait = await self._limiter.reserve(key, rate, plan.burst, math.inf)
             if wait:
                 await asyncio.sleep(wait)
+            await lane.linger()
             calls = lane.take(BATCH_LIMIT)
             QUEUE_DEPTH.labels(lane.portal.name).set(lane.pending)
             if not calls:
@@ -247,7 +279,9 @@ class Scheduler:
 
     async def _send(self, lane: _Lane, calls: list[_Call]) -> None:
         portal = lane.portal
-        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        arrived = lane.arrived
         waits = [now - call.enqueued for call in calls]
         for wait in waits:
             QUEUE_WAIT.labels(portal.name).observe(wait)
@@ -270,13 +304,20 @@ class Scheduler:
                 for i, call in enumerate(calls)
             }
             body = await self._forward(portal, "batch", {"halt": 0, "cmd": cmd})
-            _split(calls, body)
+            refused = _split(calls, body)
+            if refused:
+                await self._refused(lane, refused)
         except QueryLimitExceeded:
             await self._refused(lane, calls)
         except Exception as exc:  # every caller of this request gets the request's error
             for call in calls:
                 if not call.future.done():
                     call.future.set_exception(exc)
+        finally:
+            # Under load, the callers just answered are about to send their next calls: a
+            # full request means a heavy load, more arrivals than it carried a growing one.
+            if len(calls) >= BATCH_LIMIT or lane.arrived - arrived > len(calls):
+                lane.linger_until = loop.time() + LINGER
 
     async def _refused(self, lane: _Lane, calls: list[_Call]) -> None:
         """Not executed: pause, slow down, and put the calls back at the front of their queues."""
@@ -285,7 +326,7 @@ class Scheduler:
             "portal=%s Bitrix24 refused a request (QUERY_LIMIT_EXCEEDED); slowing down",
             lane.portal.name,
         )
-        lane.slow_until = time.monotonic() + SLOW_FOR
+        lane.slow_until = asyncio.get_running_loop().time() + SLOW_FOR
         await self._limiter.pause(budget_key(lane.portal), REFUSED_PAUSE)
         for call in reversed(calls):
             call.refusals += 1
@@ -314,18 +355,24 @@ def _resolve(call: _Call, body: dict[str, Any]) -> None:
         call.future.set_result(body)
 
 
-def _split(calls: list[_Call], body: Mapping[str, Any]) -> None:
-    """Give each caller of a batch what Bitrix24 answered for its command."""
+def _split(calls: list[_Call], body: Mapping[str, Any]) -> list[_Call]:
+    """Give each caller of a batch what Bitrix24 answered for its command; return the calls
+    whose commands Bitrix24 refused unexecuted (``QUERY_LIMIT_EXCEEDED``), to send again."""
     outer = as_map(body.get("result"))
     results, errors = as_map(outer.get("result")), as_map(outer.get("result_error"))
     totals, nexts = as_map(outer.get("result_total")), as_map(outer.get("result_next"))
     times = as_map(outer.get("result_time"))
+    refused: list[_Call] = []
     for i, call in enumerate(calls):
         key = f"c{i}"
         if call.future.done():
             continue
         if key in errors:
-            call.future.set_exception(command_error(errors[key]))
+            error = command_error(errors[key])
+            if isinstance(error, QueryLimitExceeded):
+                refused.append(call)
+            else:
+                call.future.set_exception(error)
         elif key in results:
             answer: dict[str, Any] = {"result": results[key]}
             if key in totals:
@@ -333,9 +380,11 @@ def _split(calls: list[_Call], body: Mapping[str, Any]) -> None:
             if key in nexts:
                 answer["next"] = nexts[key]
             if key in times:
+                # The command's own `time` block: its operating time counts for its method.
                 answer["time"] = times[key]
             call.future.set_result(answer)
         else:
             call.future.set_exception(
                 BitrixError(500, "ERROR_UNEXPECTED_ANSWER", "the batch did not answer this call")
             )
+    return refused

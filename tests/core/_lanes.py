@@ -1,0 +1,165 @@
+"""The scheduler against the sandbox, on virtual time.
+
+:class:`VirtualTimeLoop` is an asyncio event loop whose clock jumps to the next timer
+whenever nothing is ready to run, so a load that takes 16 s at Bitrix24's rate runs in a
+second or two and its timing is exact. The sandbox runs in the same loop, on a real
+loopback port, and its injected clock (:class:`LoopClock`) reads the same virtual time,
+so its leaky bucket drains exactly as the gateway's limiter expects: a request either fits
+in the bucket or the sandbox refuses it, with no scheduling noise from the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+
+from b24gate.bitrix import RestClient
+from b24gate.core._limiter import LocalLimiter
+from b24gate.core._scheduler import Plan, Scheduler
+from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
+from b24gate.store import Portal
+
+T = TypeVar("T")
+
+# Real seconds to wait for loopback I/O before concluding that only timers are left.
+IO_GRACE = 0.01
+# Real seconds with neither I/O nor a timer before a test is declared stuck.
+STALL = 10.0
+EPOCH = 1_800_000_000.0  # the sandbox's wall clock at virtual time 0
+SCOPE = ("crm", "user")
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Waits for I/O as usual; when none comes and the loop would sleep until its next
+    timer, moves the virtual clock to that timer instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is not None and timeout <= 0:
+            return super().select(0)
+        ready = super().select(IO_GRACE)
+        if ready:
+            return ready
+        if timeout is None:  # no timer at all: only I/O can wake the loop
+            ready = super().select(STALL)
+            if not ready:
+                raise RuntimeError(f"virtual time: nothing happened for {STALL:g} real seconds")
+            return ready
+        self.now += timeout
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        self._jumping = _JumpingSelector()
+        super().__init__(self._jumping)
+
+    def time(self) -> float:
+        return self._jumping.now
+
+
+def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
+    """Run ``main()`` to completion on a fresh :class:`VirtualTimeLoop`."""
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+class LoopClock(Clock):
+    """The sandbox's clock on the running loop's (virtual) time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def now(self) -> float:
+        return EPOCH + self._loop.time()
+
+
+def a_portal(pid: int = 1, rate: float = 2, burst: int = 10) -> Portal:
+    return Portal(
+        id=pid,
+        name=f"p{pid}",
+        url="https://x.bitrix24.ru",
+        domain=f"x{pid}.bitrix24.ru",
+        client_id="local.1",
+        client_secret="s",
+        oauth_url="https://oauth.bitrix.info",
+        scope="",
+        token_method="POST",
+        member_id=f"{pid:032x}",
+        client_endpoint=None,
+        granted_scope=None,
+        state="connected",
+        state_reason=None,
+        created_at=0.0,
+        updated_at=0.0,
+        rate=rate,
+        burst=burst,
+    )
+
+
+@dataclass
+class Sent:
+    """One request the scheduler sent: when (virtual seconds), and how many calls."""
+
+    at: float
+    calls: int
+
+
+@dataclass
+class Lane:
+    scheduler: Scheduler
+    sandbox: SandboxServer
+    portal: Portal
+    sent: list[Sent] = field(default_factory=list)
+
+    async def call(self, client: str, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.scheduler.submit(self.portal, client, method, params)
+
+    @property
+    def rejected(self) -> int:
+        return self.sandbox.portal.counters.rejected_503
+
+
+@asynccontextmanager
+async def lane(rate: float, burst: int, latency: float = 0.0, **queue: Any) -> AsyncIterator[Lane]:
+    """A scheduler for one portal, forwarding over HTTP to a sandbox incoming webhook whose
+    bucket drains ``rate``/s from ``burst``, on this loop's virtual time. Each answer takes
+    ``latency`` virtual seconds to come back (Bitrix24 running a batch, the network)."""
+    loop = asyncio.get_running_loop()
+    config = SandboxConfig(rate=rate, burst=burst, scope=SCOPE)
+    sandbox = SandboxServer(config, LoopClock(loop))
+    await sandbox.start()
+    hook = sandbox.portal.add_webhook(1, frozenset(SCOPE))
+    base = f"{sandbox.base_url}/rest/1/{hook.code}/"
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    rest = RestClient(session)
+    portal = a_portal(rate=rate, burst=burst)
+    sent: list[Sent] = []
+
+    async def forward(_: Portal, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        sent.append(Sent(loop.time(), len(params["cmd"]) if method == "batch" else 1))
+        answer = await rest.call(base, method, params, auth=None, write=True)
+        await asyncio.sleep(latency)
+        return answer
+
+    scheduler = Scheduler(LocalLimiter(), forward, lambda p: Plan(p.rate, p.burst), **queue)
+    try:
+        yield Lane(scheduler, sandbox, portal, sent)
+    finally:
+        await scheduler.close()
+        await session.close()
+        await sandbox.stop()

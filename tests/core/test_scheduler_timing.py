@@ -1,0 +1,199 @@
+"""The scheduler's timing against the sandbox's leaky bucket, on virtual time (see
+:mod:`._lanes`): the bucket's pace, fairness, the 429 path, 503 absorption and batching,
+with exact figures instead of real seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import aiohttp
+import pytest
+
+from b24gate.core._scheduler import LINGER
+from b24gate.errors import BitrixError, RateLimited
+
+from ._lanes import Sent, lane, run_virtual
+
+# Calls whose params cannot travel in a batch command (an empty filter): a request each.
+ALONE = ("crm.deal.list", {"filter": {}, "start": -1})
+
+
+def add(title: str) -> tuple[str, dict[str, Any]]:
+    return "crm.deal.add", {"fields": {"TITLE": title}}
+
+
+def test_the_burst_goes_at_once_then_one_request_per_drain_interval() -> None:
+    async def main() -> list[float]:
+        async with lane(rate=2, burst=10) as it:
+            await asyncio.gather(*(it.call("erp", *ALONE) for _ in range(30)))
+            assert it.rejected == 0
+            return [s.at for s in it.sent]
+
+    times = run_virtual(main)
+    # One request under the sandbox's threshold: 9 at once, then one every 1/rate.
+    assert times[:9] == [0.0] * 9
+    for earlier, later in itertools.pairwise(times[8:]):
+        assert later - earlier == pytest.approx(0.5)
+    assert times[-1] == pytest.approx((30 - 9) * 0.5)
+
+
+def test_a_bulk_load_is_packed_and_runs_at_the_theoretical_pace() -> None:
+    """The benchmark's load (a): 2,000 adds by 100 callers, 20 each, one after another."""
+
+    async def main() -> tuple[float, list[Sent], list[list[int]], int]:
+        async with lane(rate=2, burst=10, latency=0.02) as it:
+            loop = asyncio.get_running_loop()
+
+            async def caller(n: int) -> list[int]:
+                ids = []
+                for i in range(20):
+                    # Callers over HTTP are not all back at once: 3 to 30 ms apart.
+                    await asyncio.sleep((1 + n % 10) * 0.003)
+                    answer = await it.call("erp", *add(f"c{n}-{i}"))
+                    ids.append(answer["result"])
+                return ids
+
+            started = loop.time()
+            ids = await asyncio.gather(*(caller(n) for n in range(100)))
+            elapsed = loop.time() - started
+            table = it.sandbox.portal.tables["crm.deal"]
+            titles = {deal: row["TITLE"] for deal, row in table.records.items()}
+            mismatched = sum(
+                titles[int(deal)] != f"c{n}-{i}"
+                for n, mine in enumerate(ids)
+                for i, deal in enumerate(mine)
+            )
+            return elapsed, it.sent, ids, it.rejected + mismatched
+
+    elapsed, sent, ids, wrong = run_virtual(main)
+    assert wrong == 0  # nothing refused, and every caller got the ID of its own deal
+    assert len({deal for mine in ids for deal in mine}) == 2000
+    # 40 full requests at best. The callers' first calls leave before most callers are
+    # there, and their last ones as the callers finish: a request more at each end.
+    assert sum(s.calls for s in sent) == 2000
+    assert len(sent) <= 42
+    theoretical = (40 - 10) / 2
+    assert elapsed <= (len(sent) - 9) / 2 + 0.1
+    assert theoretical / elapsed >= 0.9
+
+
+def test_a_call_on_a_quiet_portal_or_of_a_light_load_waits_for_nobody() -> None:
+    async def main() -> tuple[float, float]:
+        async with lane(rate=2, burst=50) as it:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await it.call("erp", "profile", {})
+            alone = loop.time() - started
+
+            async def caller(n: int) -> None:
+                for i in range(5):
+                    await it.call("erp", *add(f"{n}-{i}"))
+
+            started = loop.time()
+            await asyncio.gather(caller(1), caller(2))
+            return alone, loop.time() - started
+
+    alone, light = run_virtual(main)
+    assert alone == 0.0
+    assert light < LINGER  # two callers, ten calls, well inside the bucket: no lingering
+
+
+def test_a_second_client_is_served_within_two_drain_intervals() -> None:
+    async def main() -> float:
+        async with lane(rate=2, burst=10) as it:
+            loop = asyncio.get_running_loop()
+            bulk = [asyncio.ensure_future(it.call("bulk", *ALONE)) for _ in range(40)]
+            await asyncio.sleep(3.2)  # the burst is spent; 30 bulk calls still wait
+            started = loop.time()
+            await it.call("single", "profile", {})
+            waited = loop.time() - started
+            await asyncio.gather(*bulk)
+            assert it.rejected == 0
+            return waited
+
+    waited = run_virtual(main)
+    # Round robin: the slot already booked for the bulk client (0.3 s later), then the
+    # single call's turn; not behind the 30 bulk calls still waiting (15 s).
+    assert waited <= 2 * 0.5
+
+
+def test_a_wait_past_the_maximum_is_refused_at_once_with_its_estimate() -> None:
+    async def main() -> tuple[list[float], list[float]]:
+        async with lane(rate=2, burst=10, max_wait=5) as it:
+            loop = asyncio.get_running_loop()
+            waits: list[float] = []
+            refusals: list[float] = []
+
+            async def one() -> None:
+                started = loop.time()
+                try:
+                    await it.call("erp", *ALONE)
+                except RateLimited as exc:
+                    assert loop.time() == started  # told at once, not after waiting
+                    refusals.append(exc.retry_after)
+                else:
+                    waits.append(loop.time() - started)
+
+            await asyncio.gather(*(one() for _ in range(40)))
+            assert it.rejected == 0
+            return waits, refusals
+
+    waits, refusals = run_virtual(main)
+    assert len(waits) + len(refusals) == 40
+    assert refusals
+    assert min(refusals) > 5
+    assert max(waits) <= 5 + 0.5  # what was accepted was served within the maximum
+
+
+def test_a_refusal_from_a_shared_bucket_is_absorbed_and_slows_the_lane() -> None:
+    async def main() -> tuple[list[float], int, int]:
+        async with lane(rate=2, burst=10) as it:
+            # Another application on the same portal fills the bucket to the brim.
+            async with aiohttp.ClientSession() as other:
+                for _ in range(10):
+                    async with other.post(f"{it.sandbox.base_url}/rest/server.time") as r:
+                        assert r.status in (200, 401)
+            calls = [it.call("erp", *ALONE) for _ in range(4)]
+            calls.append(it.call("erp", *add("once")))
+            answers = await asyncio.gather(*calls)
+            assert answers[-1]["result"]
+            deals = [
+                row
+                for row in it.sandbox.portal.tables["crm.deal"].records.values()
+                if row["TITLE"] == "once"
+            ]
+            return [s.at for s in it.sent], it.rejected, len(deals)
+
+    times, rejected, created = run_virtual(main)
+    assert rejected >= 1  # the sandbox did refuse, and no caller saw it
+    assert created == 1  # the refused request was sent again, and ran once
+    # After a refusal the lane pauses 1 s and then runs at half the rate: 1 s apart.
+    later = times[rejected + 1 :]
+    assert all(b - a >= 1.0 - 1e-9 for a, b in itertools.pairwise(later))
+
+
+def test_each_caller_of_a_shared_batch_gets_its_own_answer_or_error() -> None:
+    async def main() -> list[Any]:
+        async with lane(rate=2, burst=10) as it:
+            first = await it.call("erp", *add("existing"))
+            calls: list[Any] = [it.call(f"c{n % 3}", *add(f"t{n}")) for n in range(60)]
+            calls.append(it.call("c9", "crm.deal.get", {"id": 424242}))
+            calls.append(it.call("c8", "crm.deal.get", {"id": first["result"]}))
+            answers = await asyncio.gather(*calls, return_exceptions=True)
+            assert max(s.calls for s in it.sent) == 50
+            assert len(it.sent) <= 1 + 3  # the first add, then 62 calls in 2 or 3 requests
+            rows = it.sandbox.portal.tables["crm.deal"].records
+            return [
+                rows[int(a["result"])]["TITLE"] if isinstance(a, dict) and n < 60 else a
+                for n, a in enumerate(answers)
+            ]
+
+    answers = run_virtual(main)
+    assert answers[:60] == [f"t{n}" for n in range(60)]
+    missing, found = answers[60], answers[61]
+    assert isinstance(missing, BitrixError)
+    assert missing.description == "Not found"
+    assert found["result"]["TITLE"] == "existing"
+    assert "operating" in found["time"]  # the command's own time block
