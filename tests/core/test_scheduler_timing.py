@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import pytest
 
+from b24gate.core._dispatcher import CallResult
+from b24gate.core._export import Pager, list_query
 from b24gate.core._scheduler import LINGER
 from b24gate.errors import BitrixError, RateLimited
 
@@ -197,3 +200,29 @@ def test_each_caller_of_a_shared_batch_gets_its_own_answer_or_error() -> None:
     assert missing.description == "Not found"
     assert found["result"]["TITLE"] == "existing"
     assert "operating" in found["time"]  # the command's own time block
+
+
+def test_an_export_of_30000_records_pages_in_id_order_at_the_buckets_pace() -> None:
+    async def main() -> tuple[list[int], list[Sent], float, int]:
+        async with lane(rate=2, burst=4) as it:
+            loop = asyncio.get_running_loop()
+            it.sandbox.portal.tables["crm.deal"].seed(30_000)
+
+            async def call(method: str, params: Mapping[str, Any]) -> CallResult:
+                return CallResult(await it.call("erp", method, params), it.portal.name, 0.0)
+
+            query = list_query("crm.deal.list", {"select": ["TITLE"]})
+            pager = Pager(call, query, query.after)
+            ids: list[int] = []
+            while not pager.done:
+                for page in await pager.fetch():
+                    ids.extend(pager.id_of(record) for record in page)
+            return ids, it.sent, loop.time(), it.rejected
+
+    ids, sent, elapsed, rejected = run_virtual(main)
+    assert ids == list(range(1, 30_001))
+    assert rejected == 0
+    # 50 pages of 50 a request: 12 requests, and a 13th that finds the next page empty.
+    assert [s.calls for s in sent] == [50] * 13  # each a `batch` of 50 pages
+    # Each request needs the last ID of the one before: 3 back to back, then one every 0.5 s.
+    assert elapsed == pytest.approx((13 - 3) * 0.5)
