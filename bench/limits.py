@@ -36,7 +36,10 @@ could not be measured (the gateway has no per-portal ``--rate/--burst`` yet: the
 runs; ``/api/v1/list`` is missing; a call failed; or ``--time-limit`` passed): the output
 says which. Every process it started and every temporary directory is removed in all cases.
 
-    python bench/limits.py [--time-limit 480]
+    python bench/limits.py [--time-limit 480] [--gateway-log FILE]
+
+``--gateway-log`` keeps the gateway's log, with its one line per request to Bitrix24
+(calls carried, longest wait, still queued): where the packing of (a) can be read.
 """
 
 from __future__ import annotations

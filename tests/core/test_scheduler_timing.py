@@ -103,6 +103,29 @@ def test_a_call_on_a_quiet_portal_or_of_a_light_load_waits_for_nobody() -> None:
     assert light < LINGER  # two callers, ten calls, well inside the bucket: no lingering
 
 
+def test_a_light_steady_load_is_never_held_for_company_past_one_request() -> None:
+    """A call every 12.5 ms while each request takes 20 ms: a request often sees two calls
+    arrive after carrying one. That is a light load's noise, not a growing load."""
+
+    async def main() -> list[float]:
+        async with lane(rate=2, burst=50, latency=0.02) as it:
+            loop = asyncio.get_running_loop()
+            latencies: list[float] = []
+
+            async def one(n: int) -> None:
+                await asyncio.sleep(n * 0.0125)
+                started = loop.time()
+                await it.call("erp", *add(f"d{n}"))
+                latencies.append(loop.time() - started)
+
+            await asyncio.gather(*(one(n) for n in range(40)))
+            return latencies
+
+    latencies = run_virtual(main)
+    # At worst a call waits for the request on its way, then takes its own: 2 x 20 ms.
+    assert max(latencies) <= 2 * 0.02 + 1e-9
+
+
 def test_a_second_client_is_served_within_two_drain_intervals() -> None:
     async def main() -> float:
         async with lane(rate=2, burst=10) as it:

@@ -42,6 +42,7 @@ MAX_REFUSALS = 8
 # Under load, how long a part-filled request may wait for company once a request is
 # answered: its callers come back with their next calls within a few ms.
 LINGER = 0.05
+GROWING = BATCH_LIMIT // 5  # calls arriving during one request that can mean a growing load
 
 QUEUE_DEPTH = Gauge("b24gate_queue_depth", "Calls waiting per portal", ["portal"])
 QUEUE_WAIT = Histogram(
@@ -251,11 +252,12 @@ class Scheduler:
         """Send what waits, a request at a time, as the portal's budget allows.
 
         Each request spends a slot of the budget whether it carries 1 call or 50, so a
-        part-filled request is held back in two cases only, both under load: while another
-        request is on its way (the calls that arrive meanwhile join this one), and for at
-        most :data:`LINGER` after a request was answered that was full or saw more calls
-        arrive than it carried (its callers come back with their next calls). A call on a
-        quiet portal goes at once, and so does one of a steady light load.
+        part-filled request is held back in two cases only: while another request is on
+        its way (for at most that request's time; the calls that arrive meanwhile join this
+        one), and, under a heavy or growing load, for at most :data:`LINGER` after a
+        request was answered that was full or saw more calls arrive than it carried, and
+        more than :data:`GROWING` (its callers come back with their next calls). A call
+        on a quiet portal goes at once.
         """
         key = budget_key(lane.portal)
         loop = asyncio.get_running_loop()
@@ -315,8 +317,10 @@ class Scheduler:
                     call.future.set_exception(exc)
         finally:
             # Under load, the callers just answered are about to send their next calls: a
-            # full request means a heavy load, more arrivals than it carried a growing one.
-            if len(calls) >= BATCH_LIMIT or lane.arrived - arrived > len(calls):
+            # full request means a heavy load; more arrivals meanwhile than it carried, a
+            # growing one. A few arrivals are a light load's noise, not growth.
+            grew = lane.arrived - arrived > max(len(calls), GROWING)
+            if len(calls) >= BATCH_LIMIT or grew:
                 lane.linger_until = loop.time() + LINGER
 
     async def _refused(self, lane: _Lane, calls: list[_Call]) -> None:
