@@ -26,8 +26,7 @@ async def limited(
 async def test_a_burst_of_calls_never_trips_the_limit_and_is_batched(
     make_stack: MakeStack, logs: pytest.LogCaptureFixture
 ) -> None:
-    # One request of margin covers one drain interval (0.2 s here) of jitter between booking
-    # a slot and the request's arrival; Bitrix24's own 2/s gives 0.5 s.
+    # 300 calls at once on a budget of 5 requests/s from a bucket of 5.
     stack, key = await limited(make_stack, rate=5, burst=5)
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
         responses = await asyncio.gather(

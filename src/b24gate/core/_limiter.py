@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-# Stay one request under Bitrix24's threshold: our clock and Bitrix24's are not the same.
+# Stay one request under Bitrix24's threshold. A request that arrives late cannot
+# overfill the bucket (it only drains longer), but one nobody booked can: the resend after
+# a token refresh, or another application's occasional call on the same portal.
 SAFETY = 1
 
 

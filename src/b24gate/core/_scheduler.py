@@ -4,10 +4,10 @@ Each portal has one lane: a queue per client, served round robin, so one bulk im
 cannot starve another client's single call. Whenever the portal's budget (the
 :mod:`limiter <._limiter>`) has room for a request, the lane sends everything waiting, up
 to 50 calls: one call alone, several as one ``batch`` (``halt=0``), and each caller gets
-its own result or error. A call on a quiet portal goes at once, even alone; under a
-sustained load a part-filled request waits for company only while it could not have gone
-without spending a slot that a full request needs (see :meth:`Scheduler._run`). Only
-calls whose parameters survive the query-string encoding of ``batch`` commands are packed.
+its own result or error. A call on a quiet portal goes at once, even alone; a request
+that would leave part-filled waits briefly for company, as :meth:`Scheduler._run` says.
+Only calls whose parameters survive the query-string encoding of ``batch`` commands are
+packed.
 
 If Bitrix24 refuses a request anyway (``QUERY_LIMIT_EXCEEDED``: another application shares
 the bucket), nothing was executed: the lane pauses, slows down for a while and sends the
