@@ -4,12 +4,15 @@ Bitrix24's leaky bucket (real time on both sides, small numbers to stay quick)."
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
-from .conftest import MakeStack, Stack
+from .conftest import MakeStack, Stack, ci, free_port
 
 
 async def limited(
@@ -225,3 +228,52 @@ async def test_the_queues_figures_are_served_at_metrics_to_the_admin(
     assert figures['b24gate_limit_refusals_total{portal="metered"}'] >= 1  # the 503 absorbed
     assert figures['b24gate_queue_depth{portal="metered"}'] == 0
     assert 'b24gate_queue_wait_seconds_bucket{le="0.5",portal="metered"}' in figures
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    url = os.environ.get("B24GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    client: Any = aioredis.from_url(url)
+    try:
+        await client.ping()
+    except (OSError, aioredis.ConnectionError) as exc:
+        if ci():
+            raise
+        pytest.skip(f"Redis not reachable: {exc}")
+    finally:
+        await client.aclose()
+    return url
+
+
+async def test_with_redis_the_gateway_books_from_the_shared_budget(
+    make_stack: MakeStack, redis_url: str
+) -> None:
+    stack, key = await limited(make_stack, rate=5, burst=5, redis_url=redis_url)
+    calls = [
+        stack.call(key, {"method": "crm.deal.list", "params": {"filter": {}}}) for _ in range(8)
+    ]
+    assert [r.status_code for r in await asyncio.gather(*calls)] == [200] * 8
+    assert (await stack.counters())["rejected_503"] == 0
+    portal = await stack.gateway.store.portal("demo")
+    assert portal is not None
+    client: Any = aioredis.from_url(redis_url)
+    try:
+        # The portal's budget lives in Redis, under its member_id, for every replica.
+        assert await client.exists(f"b24gate:bucket:{portal.member_id}") == 1
+    finally:
+        await client.aclose()
+
+
+async def test_with_redis_down_calls_go_on_with_the_replicas_own_budget(
+    make_stack: MakeStack, logs: pytest.LogCaptureFixture
+) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    stack, key = await limited(make_stack, rate=5, burst=5, redis_url=closed)
+    calls = [
+        stack.call(key, {"method": "crm.deal.list", "params": {"filter": {}}}) for _ in range(8)
+    ]
+    assert [r.status_code for r in await asyncio.gather(*calls)] == [200] * 8
+    assert (await stack.counters())["rejected_503"] == 0
+    warnings = [r.getMessage() for r in logs.records if r.name == "b24gate.limiter"]
+    assert len(warnings) == 1  # said once, not once per call
+    assert "shared request budget is unreachable" in warnings[0]

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import selectors
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
 
 from b24gate.bitrix import RestClient
-from b24gate.core._limiter import LocalLimiter
+from b24gate.core._limiter import Limiter, LocalLimiter
 from b24gate.core._scheduler import Plan, Scheduler
 from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
 from b24gate.store import Portal
@@ -135,31 +135,55 @@ class Lane:
 
 
 @asynccontextmanager
-async def lane(rate: float, burst: int, latency: float = 0.0, **queue: Any) -> AsyncIterator[Lane]:
-    """A scheduler for one portal, forwarding over HTTP to a sandbox incoming webhook whose
-    bucket drains ``rate``/s from ``burst``, on this loop's virtual time. Each answer takes
-    ``latency`` virtual seconds to come back (Bitrix24 running a batch, the network)."""
+async def sandbox(rate: float, burst: int) -> AsyncIterator[SandboxServer]:
+    """A sandbox whose bucket drains ``rate``/s from ``burst``, on the loop's time: virtual
+    on a :class:`VirtualTimeLoop`, real otherwise."""
     loop = asyncio.get_running_loop()
-    config = SandboxConfig(rate=rate, burst=burst, scope=SCOPE)
-    sandbox = SandboxServer(config, LoopClock(loop))
-    await sandbox.start()
-    hook = sandbox.portal.add_webhook(1, frozenset(SCOPE))
-    base = f"{sandbox.base_url}/rest/1/{hook.code}/"
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    rest = RestClient(session)
-    portal = a_portal(rate=rate, burst=burst)
-    sent: list[Sent] = []
-
-    async def forward(_: Portal, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        sent.append(Sent(loop.time(), len(params["cmd"]) if method == "batch" else 1))
-        answer = await rest.call(base, method, params, auth=None, write=True)
-        await asyncio.sleep(latency)
-        return answer
-
-    scheduler = Scheduler(LocalLimiter(), forward, lambda p: Plan(p.rate, p.burst), **queue)
+    clock = LoopClock(loop) if isinstance(loop, VirtualTimeLoop) else Clock()
+    server = SandboxServer(SandboxConfig(rate=rate, burst=burst, scope=SCOPE), clock)
+    await server.start()
     try:
-        yield Lane(scheduler, sandbox, portal, sent)
+        yield server
     finally:
-        await scheduler.close()
-        await session.close()
-        await sandbox.stop()
+        await server.stop()
+
+
+@asynccontextmanager
+async def lane(
+    rate: float,
+    burst: int,
+    latency: float = 0.0,
+    *,
+    upstream: SandboxServer | None = None,
+    limiter: Limiter | None = None,
+    **queue: Any,
+) -> AsyncIterator[Lane]:
+    """A scheduler for one portal, forwarding over HTTP to an incoming webhook of
+    ``upstream`` (a new :func:`sandbox` by default), booking from ``limiter`` (a local one
+    by default). Each answer takes ``latency`` seconds to come back (Bitrix24 running a
+    batch, the network)."""
+    loop = asyncio.get_running_loop()
+    async with AsyncExitStack() as stack:
+        server = (
+            upstream
+            if upstream is not None
+            else await stack.enter_async_context(sandbox(rate, burst))
+        )
+        hook = server.portal.add_webhook(1, frozenset(SCOPE))
+        base = f"{server.base_url}/rest/1/{hook.code}/"
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        stack.push_async_callback(session.close)
+        rest = RestClient(session)
+        sent: list[Sent] = []
+
+        async def forward(_: Portal, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+            sent.append(Sent(loop.time(), len(params["cmd"]) if method == "batch" else 1))
+            answer = await rest.call(base, method, params, auth=None, write=True)
+            await asyncio.sleep(latency)
+            return answer
+
+        scheduler = Scheduler(
+            limiter or LocalLimiter(), forward, lambda p: Plan(p.rate, p.burst), **queue
+        )
+        stack.push_async_callback(scheduler.close)
+        yield Lane(scheduler, server, a_portal(rate=rate, burst=burst), sent)

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -19,6 +20,8 @@ from b24gate.sandbox import build_php_query, parse_php_query
 from b24gate.store import Portal
 
 from ._lanes import a_portal as portal
+from ._lanes import lane, sandbox
+from .test_scheduler_timing import ALONE
 
 REDIS_URL = os.environ.get("B24GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -211,3 +214,47 @@ async def test_local_limiter_books_like_the_redis_one() -> None:
     assert waits[4] == pytest.approx(0.3, abs=0.02)
     assert await limiter.reserve("p", 10, 3, 0.1) is None
     assert await limiter.reserve("p", 0, 3, 0) == 0.0  # limits off
+
+
+async def test_two_replicas_sharing_redis_keep_one_budget_against_the_sandbox(
+    redis_url: str,
+) -> None:
+    # Real time: Redis books with its own clock. Two schedulers (two replicas) for the
+    # same portal, each with its own RedisLimiter, in front of one sandbox's bucket.
+    prefix = f"b24gate:test:{uuid.uuid4().hex}:"
+    one, two = RedisLimiter(redis_url, prefix), RedisLimiter(redis_url, prefix)
+    try:
+        async with (
+            sandbox(rate=10, burst=4) as upstream,
+            lane(10, 4, upstream=upstream, limiter=one) as first,
+            lane(10, 4, upstream=upstream, limiter=two) as second,
+        ):
+            started = time.monotonic()
+            await asyncio.gather(
+                *(replica.call("erp", *ALONE) for replica in (first, second) for _ in range(15))
+            )
+            elapsed = time.monotonic() - started
+            assert upstream.portal.counters.rejected_503 == 0
+    finally:
+        await one.close()
+        await two.close()
+    # 30 requests, 3 at once, then 10 a second between them, not 10 a second each (1.2 s).
+    assert elapsed >= (30 - 3) / 10 - 0.05
+
+
+class BrokenLimiter(LocalLimiter):
+    async def reserve(self, key: str, rate: float, burst: int, max_wait: float) -> float | None:
+        raise RuntimeError("the budget is broken")
+
+
+async def test_a_queue_that_stops_fails_its_callers_instead_of_leaving_them_waiting(
+    bitrix: FakeBitrix,
+) -> None:
+    s = Scheduler(BrokenLimiter(), bitrix.forward, lambda p: Plan(rate=10, burst=3), max_wait=5)
+    try:
+        calls = [s.submit(portal(), "erp", "profile", {}) for _ in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+    finally:
+        await s.close()
+    assert [str(r) for r in results] == ["the budget is broken"] * 3
+    assert bitrix.requests == []

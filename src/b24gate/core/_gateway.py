@@ -15,7 +15,7 @@ from ..store import Cipher, ReadCache, Store, database_url, load_master_key
 from ._connect import Connector
 from ._dispatcher import Dispatcher, QueuePolicy
 from ._install import Installer
-from ._limiter import LocalLimiter, RedisLimiter
+from ._limiter import FallbackLimiter, LocalLimiter, RedisLimiter
 from ._tokens import TokenManager, TokenPolicy
 
 log = logging.getLogger("b24gate")
@@ -81,7 +81,11 @@ class Gateway:
                 rest,
                 reads=reads,
                 # With Redis every replica books from one budget per portal.
-                limiter=RedisLimiter(settings.redis_url) if settings.redis_url else LocalLimiter(),
+                limiter=(
+                    FallbackLimiter(RedisLimiter(settings.redis_url))
+                    if settings.redis_url
+                    else LocalLimiter()
+                ),
                 queue=QueuePolicy(
                     max_wait=settings.queue_max_wait,
                     limit=settings.queue_limit,

@@ -145,6 +145,15 @@ class _Lane:
             except TimeoutError:
                 return
 
+    def fail_all(self, exc: Exception) -> None:
+        """Every waiting caller gets ``exc``; the queue is left empty."""
+        for queue in self.queues.values():
+            for call in queue:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+        self.queues.clear()
+        self.pending = self.alone = 0
+
     def push(self, call: _Call, *, front: bool = False) -> None:
         self.arrived += not front
         queue = self.queues.setdefault(call.client, deque())
@@ -249,6 +258,13 @@ class Scheduler:
         return await asyncio.shield(call.future)
 
     async def _run(self, lane: _Lane, plan: Plan) -> None:
+        try:
+            await self._drain(lane, plan)
+        except Exception as exc:  # a caller must never wait for a lane that has stopped
+            log.exception("portal=%s the queue stopped", lane.portal.name)
+            lane.fail_all(exc)
+
+    async def _drain(self, lane: _Lane, plan: Plan) -> None:
         """Send what waits, a request at a time, as the portal's budget allows.
 
         Each request spends a slot of the budget whether it carries 1 call or 50, so a
