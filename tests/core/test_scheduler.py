@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from b24gate.core._limiter import LocalLimiter, RedisLimiter
+from b24gate.core._limiter import SHARED_RETRY, FallbackLimiter, LocalLimiter, RedisLimiter
 from b24gate.core._scheduler import Plan, Scheduler, batchable
 from b24gate.errors import BitrixError, QueryLimitExceeded, RateLimited
 from b24gate.sandbox import build_php_query, parse_php_query
 from b24gate.store import Portal
 
 from ._lanes import a_portal as portal
-from ._lanes import lane, sandbox
+from ._lanes import lane, run_virtual, sandbox
 from .test_scheduler_timing import ALONE
 
 REDIS_URL = os.environ.get("B24GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -258,3 +258,42 @@ async def test_a_queue_that_stops_fails_its_callers_instead_of_leaving_them_wait
         await s.close()
     assert [str(r) for r in results] == ["the budget is broken"] * 3
     assert bitrix.requests == []
+
+
+class FlakyShared(LocalLimiter):
+    """A shared budget that can be switched off, as Redis going down and coming back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.asked = 0
+
+    async def reserve(self, key: str, rate: float, burst: int, max_wait: float) -> float | None:
+        self.asked += 1
+        if self.down:
+            raise aioredis.ConnectionError("Connection refused")
+        return await super().reserve(key, rate, burst, max_wait)
+
+
+def test_an_unreachable_shared_budget_falls_back_then_comes_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> list[int]:
+        shared = FlakyShared()
+        limiter = FallbackLimiter(shared)
+        asked = []
+        shared.down = True
+        for _ in range(3):  # booked locally; the shared one asked once, then left alone
+            assert await limiter.reserve("p", 10, 3, 60) is not None
+        asked.append(shared.asked)
+        shared.down = False
+        await asyncio.sleep(SHARED_RETRY)
+        assert await limiter.reserve("p", 10, 3, 60) is not None
+        asked.append(shared.asked)
+        return asked
+
+    assert run_virtual(main) == [1, 2]
+    messages = [r.getMessage() for r in caplog.records if r.name == "b24gate.limiter"]
+    assert len(messages) == 2
+    assert "unreachable" in messages[0]
+    assert "answers again" in messages[1]
