@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -42,6 +42,7 @@ class _JumpingSelector(selectors.DefaultSelector):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0
+        self.awaiting_io = 0  # requests sent and not yet answered: time must not jump
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
@@ -49,7 +50,7 @@ class _JumpingSelector(selectors.DefaultSelector):
         ready = super().select(IO_GRACE)
         if ready:
             return ready
-        if timeout is None:  # no timer at all: only I/O can wake the loop
+        if timeout is None or self.awaiting_io:  # only I/O can move things on
             ready = super().select(STALL)
             if not ready:
                 raise RuntimeError(f"virtual time: nothing happened for {STALL:g} real seconds")
@@ -65,6 +66,15 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._jumping.now
+
+    @contextmanager
+    def real_io(self) -> Iterator[None]:
+        """While a request is on its way, the clock stands still however long it takes."""
+        self._jumping.awaiting_io += 1
+        try:
+            yield
+        finally:
+            self._jumping.awaiting_io -= 1
 
 
 def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
@@ -178,7 +188,8 @@ async def lane(
 
         async def forward(_: Portal, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
             sent.append(Sent(loop.time(), len(params["cmd"]) if method == "batch" else 1))
-            answer = await rest.call(base, method, params, auth=None, write=True)
+            with loop.real_io() if isinstance(loop, VirtualTimeLoop) else nullcontext():
+                answer = await rest.call(base, method, params, auth=None, write=True)
             await asyncio.sleep(latency)
             return answer
 

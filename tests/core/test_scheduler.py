@@ -32,18 +32,22 @@ class FakeBitrix:
     def __init__(self) -> None:
         self.requests: list[tuple[float, str, Mapping[str, Any]]] = []
         self.refuse = 0
+        self.refuse_commands = 0  # commands of a batch to refuse unexecuted
         self.next_id = 0
 
     def _one(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         if method == "fail":
             raise BitrixError(400, "", "Not found", {"error": "", "error_description": "Not found"})
+        if method == "busy" and self.refuse_commands:
+            self.refuse_commands -= 1
+            raise QueryLimitExceeded(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
         self.next_id += 1
         return {"result": {"method": method, "params": dict(params), "n": self.next_id}}
 
     async def forward(
         self, portal: Portal, method: str, params: Mapping[str, Any]
     ) -> dict[str, Any]:
-        self.requests.append((time.monotonic(), method, params))
+        self.requests.append((asyncio.get_running_loop().time(), method, params))
         await asyncio.sleep(0)
         if self.refuse:
             self.refuse -= 1
@@ -164,6 +168,56 @@ async def test_refused_requests_are_sent_again_and_slow_the_lane(
     assert bitrix.next_id == 1  # executed once
 
 
+def test_a_command_refused_inside_a_batch_alone_is_sent_again_after_a_pause() -> None:
+    bitrix = FakeBitrix()
+    bitrix.refuse_commands = 1
+
+    async def main() -> list[Any]:
+        s = Scheduler(LocalLimiter(), bitrix.forward, lambda p: Plan(rate=10, burst=5))
+        try:
+            first = asyncio.ensure_future(s.submit(portal(), "erp", "profile", {}))
+            await asyncio.sleep(0)  # it goes alone; the next three share a batch
+            calls = [
+                s.submit(portal(), "erp", m, {"n": i}) for i, m in enumerate(("a", "busy", "c"))
+            ]
+            return list(await asyncio.gather(first, *calls))
+        finally:
+            await s.close()
+
+    answers = run_virtual(main)
+    assert [a["result"]["method"] for a in answers] == ["profile", "a", "busy", "c"]
+    sent = [(at, m, p["cmd"] if m == "batch" else p) for at, m, p in bitrix.requests]
+    assert [m for _, m, _ in sent] == ["profile", "batch", "busy"]  # only it, once more
+    # Bitrix24's bucket is full: nothing for 1 s, then one request a drain interval.
+    assert sent[2][0] - sent[1][0] >= 1.0
+
+
+def test_calls_queued_for_a_method_that_got_blocked_get_its_429_at_their_turn() -> None:
+    bitrix = FakeBitrix()
+    blocked: set[str] = set()
+
+    def block(_: Portal, method: str) -> RateLimited | None:
+        return RateLimited("blocked", 300, operation_time=True) if method in blocked else None
+
+    async def main() -> list[Any]:
+        s = Scheduler(LocalLimiter(), bitrix.forward, lambda p: Plan(1, 2), blocked=block)
+        try:
+            calls = [
+                asyncio.ensure_future(s.submit(portal(), "erp", "x.y", {"v": None}))
+                for _ in range(3)
+            ]
+            await calls[0]
+            blocked.add("x.y")  # Bitrix24 blocked it while the other two waited
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+        finally:
+            await s.close()
+
+    answers = run_virtual(main)
+    assert isinstance(answers[0], dict)
+    assert all(isinstance(a, RateLimited) and a.retry_after == 300 for a in answers[1:])
+    assert len(bitrix.requests) == 1  # the two never reached Bitrix24
+
+
 async def test_php_query_round_trip_of_packed_commands() -> None:
     params = {"fields": {"TITLE": "A&B ё", "OPPORTUNITY": "10.5"}, "select": ["ID", "TITLE"]}
     assert parse_php_query(build_php_query(params)) == params
@@ -198,10 +252,11 @@ async def test_redis_limiter_shares_one_budget_between_replicas(redis_url: str) 
         for earlier, later in itertools.pairwise(waits[1:]):
             assert later - earlier == pytest.approx(0.1, abs=0.02)
         assert await one.reserve("p", rate=10, burst=3, max_wait=0.1) is None  # nothing booked
-        await two.pause("p", 5)
-        wait = await one.reserve("p", rate=10, burst=3, max_wait=60)
-        assert wait is not None
-        assert wait > 4.5
+        # A refusal: the bucket is full, and nothing goes for 5 s; then one a drain interval.
+        await two.pause("p", rate=10, burst=3, seconds=5)
+        after = [await one.reserve("p", rate=10, burst=3, max_wait=60) for _ in range(2)]
+        assert after[0] == pytest.approx(5, abs=0.05)
+        assert after[1] == pytest.approx(5.1, abs=0.05)
     finally:
         await one.close()
         await two.close()
@@ -274,25 +329,47 @@ class FlakyShared(LocalLimiter):
             raise aioredis.ConnectionError("Connection refused")
         return await super().reserve(key, rate, burst, max_wait)
 
+    async def book_until(self, key: str, ahead: float) -> None:  # type: ignore[override]
+        self.book_until_sync(key, ahead)
+
+    def book_until_sync(self, key: str, ahead: float) -> None:
+        LocalLimiter.book_until(self, key, ahead)
+
+    async def ping(self) -> None:
+        if self.down:
+            raise aioredis.ConnectionError("Connection refused")
+
 
 def test_an_unreachable_shared_budget_falls_back_then_comes_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def main() -> list[int]:
+    async def main() -> tuple[list[float | None], int, float]:
         shared = FlakyShared()
         limiter = FallbackLimiter(shared)
-        asked = []
-        shared.down = True
-        for _ in range(3):  # booked locally; the shared one asked once, then left alone
-            assert await limiter.reserve("p", 10, 3, 60) is not None
-        asked.append(shared.asked)
-        shared.down = False
-        await asyncio.sleep(SHARED_RETRY)
-        assert await limiter.reserve("p", 10, 3, 60) is not None
-        asked.append(shared.asked)
-        return asked
+        try:
+            # 1 request/s from a bucket of 3: two at once, then one a second. The first
+            # three bookings are the shared budget's, mirrored in the replica's own.
+            waits = [await limiter.reserve("p", 1, 3, 60) for _ in range(3)]
+            shared.down = True
+            # Down: the replica's own budget goes on from where the shared one was.
+            waits += [await limiter.reserve("p", 1, 3, 60) for _ in range(2)]
+            asked_while_down = shared.asked
+            waits += [await limiter.reserve("p", 1, 3, 60) for _ in range(3)]
+            assert shared.asked == asked_while_down  # not asked again on every booking
+            shared.down = False
+            await asyncio.sleep(SHARED_RETRY + 0.01)
+            # Back: the bookings still ahead (8 s of them) were carried into the shared one.
+            ahead = shared.booked()["p"]
+            waits.append(await limiter.reserve("p", 1, 3, 60))
+            return waits, asked_while_down, ahead
+        finally:
+            await limiter.close()
 
-    assert run_virtual(main) == [1, 2]
+    waits, asked, ahead = run_virtual(main)
+    assert waits[:5] == pytest.approx([0.0, 0.0, 1.0, 2.0, 3.0])
+    assert asked == 4  # 3 bookings, and the one that found it down
+    assert ahead == pytest.approx(8 - (SHARED_RETRY + 0.01))
+    assert waits[-1] == pytest.approx(ahead - 1)  # the shared budget knew them
     messages = [r.getMessage() for r in caplog.records if r.name == "b24gate.limiter"]
     assert len(messages) == 2
     assert "unreachable" in messages[0]

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import stamina
 
 from ..bitrix import RestClient, is_read, valid_method
+from ..bitrix._batch import as_map, command_error
 from ..errors import (
     CredentialsRejected,
     Forbidden,
@@ -116,6 +117,7 @@ class Dispatcher:
             max_wait=queue.max_wait,
             queue_limit=queue.limit,
             not_batched=queue.not_batched,
+            blocked=self._operating_block,
         )
 
     async def resolve(self, client: Client, name: str | None, domain: str | None) -> Portal:
@@ -182,6 +184,8 @@ class Dispatcher:
             self._remember_reset(portal, method, body)
         else:
             body = await self.forward(portal, method, params)
+        if method.lower() == "batch":
+            self._remember_commands(portal, params, body)
         return CallResult(body, portal.name, (time.perf_counter() - started) * 1000)
 
     async def _book_slot(self, portal: Portal) -> None:
@@ -199,21 +203,37 @@ class Dispatcher:
         await self._scheduler.close()
         await self._limiter.close()
 
-    async def _hold_for_operating_time(self, portal: Portal, method: str) -> None:
-        """A method near Bitrix24's operating-time budget waits until part of it frees up,
-        rather than being blocked (OPERATION_TIME_LIMIT) for every application."""
+    def _operating_wait(self, portal: Portal, method: str) -> float:
+        """Seconds until ``method`` may run again, when it is at or near Bitrix24's
+        operating-time budget; 0 when it may run now."""
         key = (portal.id, method.lower())
         if self._operating.get(key, 0.0) < OPERATING_LIMIT - OPERATING_MARGIN:
-            return
+            return 0.0
         wait = self._reset_at.get(key, 0.0) - self._clock()
         if wait <= 0:
             self._operating.pop(key, None)
-            return
+            return 0.0
+        return wait
+
+    def _operating_block(self, portal: Portal, method: str) -> RateLimited | None:
+        """For a call already queued when its method reached the budget: the 429."""
+        wait = self._operating_wait(portal, method)
+        if not wait:
+            return None
+        return RateLimited(
+            f"{method} is near Bitrix24's operating-time limit", wait, operation_time=True
+        )
+
+    async def _hold_for_operating_time(self, portal: Portal, method: str) -> None:
+        """A method near Bitrix24's operating-time budget waits until part of it frees up,
+        rather than being blocked (OPERATION_TIME_LIMIT) for every application."""
+        wait = self._operating_wait(portal, method)
         if wait > self._queue.max_wait:
             raise RateLimited(
                 f"{method} is near Bitrix24's operating-time limit", wait, operation_time=True
             )
-        await asyncio.sleep(wait)
+        if wait:
+            await asyncio.sleep(wait)
 
     async def _scheduled(
         self, portal: Portal, method: str, params: Mapping[str, Any]
@@ -344,6 +364,28 @@ class Dispatcher:
             self._reset_at[key] = float(reset_at)
         if isinstance(operating, int | float):
             self._operating[key] = float(operating)
+
+    def _remember_commands(
+        self, portal: Portal, params: Mapping[str, Any], body: Mapping[str, Any]
+    ) -> None:
+        """A ``batch`` sent as such (an export's pages, a client's own): each command's
+        operating time counts for its method, and a command blocked for it blocks it."""
+        commands = params.get("cmd")
+        if not isinstance(commands, Mapping | list):
+            return
+        named = commands.items() if isinstance(commands, Mapping) else enumerate(commands)
+        outer = as_map(body.get("result"))
+        times, errors = as_map(outer.get("result_time")), as_map(outer.get("result_error"))
+        for key, command in named:
+            name = str(command).partition("?")[0].strip()
+            if not valid_method(name):
+                continue
+            timing = times.get(str(key))
+            if isinstance(timing, Mapping):
+                self._remember_reset(portal, name, {"time": timing})
+            error = command_error(errors[str(key)]) if str(key) in errors else None
+            if isinstance(error, OperationTimeLimit):
+                self._blocked(portal, name, error)
 
     async def forward(
         self,

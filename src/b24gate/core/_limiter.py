@@ -17,6 +17,7 @@ import math
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from prometheus_client import Gauge
 
 log = logging.getLogger("b24gate.limiter")
 
@@ -35,8 +36,9 @@ class Limiter(Protocol):
         """Book the next request slot: the seconds to wait for it, or None (nothing booked)
         when that would be more than ``max_wait``."""
 
-    async def pause(self, key: str, seconds: float) -> None:
-        """Book nothing for ``seconds`` (Bitrix24 refused a request: someone else shares it)."""
+    async def pause(self, key: str, rate: float, burst: int, seconds: float) -> None:
+        """Bitrix24 refused a request, so its bucket is full (someone else shares it): count
+        it full, and book nothing for ``seconds``."""
 
     async def close(self) -> None: ...
 
@@ -56,8 +58,19 @@ class LocalLimiter:
         self._tat[key] = tat + 1 / rate
         return wait
 
-    async def pause(self, key: str, seconds: float) -> None:
-        self._tat[key] = max(self._tat.get(key, 0.0), asyncio.get_running_loop().time() + seconds)
+    async def pause(self, key: str, rate: float, burst: int, seconds: float) -> None:
+        if rate > 0:
+            self.book_until(key, seconds + tolerance(rate, burst))
+
+    def book_until(self, key: str, ahead: float) -> None:
+        """Count the budget as booked ``ahead`` seconds from now (at least)."""
+        until = asyncio.get_running_loop().time() + ahead
+        self._tat[key] = max(self._tat.get(key, until), until)
+
+    def booked(self) -> dict[str, float]:
+        """How far ahead of now each budget is booked, in seconds (only those that are)."""
+        now = asyncio.get_running_loop().time()
+        return {key: tat - now for key, tat in self._tat.items() if tat > now}
 
     async def close(self) -> None:
         return None
@@ -80,7 +93,8 @@ redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', ttl)
 return {1, tostring(wait)}
 """
 
-_PAUSE = """
+# KEYS[1]: the portal's TAT. ARGV[1]: seconds ahead of now it must be booked, at least.
+_BOOK_UNTIL = """
 local t = redis.call('TIME')
 local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -95,6 +109,11 @@ REDIS_TIMEOUT = 2.0
 # While the shared budget is unreachable, ask it again this often (seconds).
 SHARED_RETRY = 5.0
 
+SHARED_UP = Gauge(
+    "b24gate_shared_budget_up",
+    "1 while the shared request budget (Redis) answers, 0 while replicas book on their own",
+)
+
 
 class RedisLimiter:
     """One budget per portal for all replicas: Redis's clock and one atomic script."""
@@ -105,7 +124,7 @@ class RedisLimiter:
         )
         self._prefix = prefix
         self._reserve = self._redis.register_script(_RESERVE)
-        self._pause = self._redis.register_script(_PAUSE)
+        self._book_until = self._redis.register_script(_BOOK_UNTIL)
 
     async def reserve(self, key: str, rate: float, burst: int, max_wait: float) -> float | None:
         if rate <= 0:
@@ -116,60 +135,99 @@ class RedisLimiter:
         )
         return float(wait) if int(booked) else None
 
-    async def pause(self, key: str, seconds: float) -> None:
-        await self._pause(keys=[self._prefix + key], args=[seconds])
+    async def pause(self, key: str, rate: float, burst: int, seconds: float) -> None:
+        if rate > 0:
+            await self.book_until(key, seconds + tolerance(rate, burst))
+
+    async def book_until(self, key: str, ahead: float) -> None:
+        await self._book_until(keys=[self._prefix + key], args=[ahead])
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()
 
 
-class FallbackLimiter:
-    """A shared limiter that, when it cannot be reached (Redis down), books from this
-    process's own budget instead of failing the calls, and says so in the log. Bitrix24's
-    503s, if replicas then overrun the portal's budget, are absorbed by the scheduler."""
+class SharedLimiter(Limiter, Protocol):
+    """A budget shared by replicas (:class:`RedisLimiter`)."""
 
-    def __init__(self, shared: Limiter, local: Limiter | None = None) -> None:
+    async def book_until(self, key: str, ahead: float) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
+class FallbackLimiter:
+    """The shared budget in Redis, with this replica's own budget to fall back on.
+
+    Every booking made in Redis is mirrored locally. When Redis cannot be reached, calls
+    are not failed: bookings go to the local budget (which already counts this replica's
+    recent requests), one warning goes to the log, and a single background probe asks
+    Redis again every :data:`SHARED_RETRY` seconds. When Redis answers, the local bookings
+    still ahead are carried into it before it is used again. Bitrix24's 503s, if replicas
+    overrun the portal's budget meanwhile, are absorbed by the scheduler.
+    """
+
+    def __init__(self, shared: SharedLimiter) -> None:
         self._shared = shared
-        self._local = local or LocalLimiter()
+        self._local = LocalLimiter()
         self._down = False
-        self._retry_at = 0.0  # while down, the shared one is asked again after this
+        self._probe: asyncio.Task[None] | None = None
+        SHARED_UP.set(1)
 
     async def reserve(self, key: str, rate: float, burst: int, max_wait: float) -> float | None:
-        if self._down and asyncio.get_running_loop().time() < self._retry_at:
-            return await self._local.reserve(key, rate, burst, max_wait)
-        try:
-            wait = await self._shared.reserve(key, rate, burst, max_wait)
-        except (aioredis.RedisError, OSError) as exc:
-            self._went_down(exc)
-            return await self._local.reserve(key, rate, burst, max_wait)
-        self._came_back()
-        return wait
+        if not self._down:
+            try:
+                wait = await self._shared.reserve(key, rate, burst, max_wait)
+            except (aioredis.RedisError, OSError) as exc:
+                self._went_down(exc)
+            else:
+                if wait is not None:
+                    await self._local.reserve(key, rate, burst, math.inf)
+                return wait
+        return await self._local.reserve(key, rate, burst, max_wait)
 
-    async def pause(self, key: str, seconds: float) -> None:
-        await self._local.pause(key, seconds)
-        if self._down:
-            return
-        try:
-            await self._shared.pause(key, seconds)
-        except (aioredis.RedisError, OSError) as exc:
-            self._went_down(exc)
+    async def pause(self, key: str, rate: float, burst: int, seconds: float) -> None:
+        await self._local.pause(key, rate, burst, seconds)
+        if not self._down:
+            try:
+                await self._shared.pause(key, rate, burst, seconds)
+            except (aioredis.RedisError, OSError) as exc:
+                self._went_down(exc)
 
     def _went_down(self, exc: Exception) -> None:
-        self._retry_at = asyncio.get_running_loop().time() + SHARED_RETRY
-        if not self._down:
-            self._down = True
-            log.warning(
-                "the shared request budget is unreachable (%s: %s); booking from this "
-                "replica's own budget until it answers again",
-                type(exc).__name__,
-                exc,
-            )
-
-    def _came_back(self) -> None:
         if self._down:
+            return
+        self._down = True
+        SHARED_UP.set(0)
+        if isinstance(exc, aioredis.ConnectionError | aioredis.TimeoutError | OSError):
+            why = "is unreachable"
+        else:  # Redis answered, with an error: a setting or the server to fix
+            why = "failed"
+        log.warning(
+            "the shared request budget %s (%s: %s); booking from this replica's own budget "
+            "until it answers again",
+            why,
+            type(exc).__name__,
+            exc,
+        )
+        self._probe = asyncio.create_task(self._until_back(), name="shared-budget-probe")
+
+    async def _until_back(self) -> None:
+        while True:
+            await asyncio.sleep(SHARED_RETRY)
+            try:
+                await self._shared.ping()
+                for key, ahead in self._local.booked().items():
+                    await self._shared.book_until(key, ahead)
+            except (aioredis.RedisError, OSError):
+                continue
             self._down = False
+            SHARED_UP.set(1)
             log.warning("the shared request budget answers again")
+            return
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         await self._shared.close()
-        await self._local.close()

@@ -5,7 +5,7 @@ cannot starve another client's single call. Whenever the portal's budget (the
 :mod:`limiter <._limiter>`) has room for a request, the lane sends everything waiting, up
 to 50 calls: one call alone, several as one ``batch`` (``halt=0``), and each caller gets
 its own result or error. A call on a quiet portal goes at once, even alone; a request
-that would leave part-filled waits briefly for company, as :meth:`Scheduler._run` says.
+that would leave part-filled waits briefly for company, as :meth:`Scheduler._drain` says.
 Only calls whose parameters survive the query-string encoding of ``batch`` commands are
 packed.
 
@@ -128,14 +128,14 @@ class _Lane:
         self.wake.set()
 
     def part_filled(self) -> bool:
-        """Whether the next request would leave with room to spare (and nothing that must
-        go alone is waiting: such a call goes at once, as nothing can join it)."""
-        return not self.alone and self.pending < BATCH_LIMIT
+        """Whether the calls that can be packed would leave with room to spare."""
+        return self.pending - self.alone < BATCH_LIMIT
 
     async def linger(self) -> None:
-        """Wait for a full request's worth of calls, at most until ``linger_until``."""
+        """Wait for a full request's worth of calls, at most until ``linger_until``; a call
+        that must go alone ends the wait (it goes at once, as nothing can join it)."""
         loop = asyncio.get_running_loop()
-        while self.part_filled():
+        while self.part_filled() and not self.alone:
             left = self.linger_until - loop.time()
             if left <= 0:
                 return
@@ -144,6 +144,23 @@ class _Lane:
                 await asyncio.wait_for(self.wake.wait(), left)
             except TimeoutError:
                 return
+
+    def take_alone(self) -> list[_Call]:
+        """The longest-waiting call that must go alone, by itself."""
+        oldest: tuple[deque[_Call], _Call] | None = None
+        for queue in self.queues.values():
+            for call in queue:
+                if not call.packable:
+                    if oldest is None or call.enqueued < oldest[1].enqueued:
+                        oldest = (queue, call)
+                    break
+        if oldest is None:
+            return []
+        queue, call = oldest
+        queue.remove(call)
+        self.pending -= 1
+        self.alone -= 1
+        return [call]
 
     def fail_all(self, exc: Exception) -> None:
         """Every waiting caller gets ``exc``; the queue is left empty."""
@@ -210,8 +227,12 @@ class Scheduler:
         max_wait: float = 60.0,
         queue_limit: int = 10_000,
         not_batched: frozenset[str] = frozenset(),
+        blocked: Callable[[Portal, str], Exception | None] = lambda portal, method: None,
     ) -> None:
+        """``blocked(portal, method)``: the error for a call whose method may not be sent
+        now (Bitrix24's operating-time block), checked when the call's turn comes."""
         self._limiter = limiter
+        self._blocked = blocked
         self._forward = forward
         self._plan = plan
         self._max_wait = max_wait
@@ -263,6 +284,7 @@ class Scheduler:
         except Exception as exc:  # a caller must never wait for a lane that has stopped
             log.exception("portal=%s the queue stopped", lane.portal.name)
             lane.fail_all(exc)
+            QUEUE_DEPTH.labels(lane.portal.name).set(0)
 
     async def _drain(self, lane: _Lane, plan: Plan) -> None:
         """Send what waits, a request at a time, as the portal's budget allows.
@@ -278,7 +300,7 @@ class Scheduler:
         key = budget_key(lane.portal)
         loop = asyncio.get_running_loop()
         while lane.pending:
-            if lane.sending and lane.part_filled():
+            if lane.sending and lane.part_filled() and not lane.alone:
                 lane.wake.clear()
                 await lane.wake.wait()
                 continue
@@ -287,7 +309,12 @@ class Scheduler:
             if wait:
                 await asyncio.sleep(wait)
             await lane.linger()
-            calls = lane.take(BATCH_LIMIT)
+            gathering = lane.sending or loop.time() < lane.linger_until
+            if lane.alone and lane.part_filled() and gathering:
+                # The packed calls keep gathering; the one that cannot join them goes now.
+                calls = lane.take_alone()
+            else:
+                calls = lane.take(BATCH_LIMIT)
             QUEUE_DEPTH.labels(lane.portal.name).set(lane.pending)
             if not calls:
                 continue
@@ -297,6 +324,9 @@ class Scheduler:
 
     async def _send(self, lane: _Lane, calls: list[_Call]) -> None:
         portal = lane.portal
+        calls = self._unblocked(portal, calls)
+        if not calls:
+            return
         loop = asyncio.get_running_loop()
         now = loop.time()
         arrived = lane.arrived
@@ -339,17 +369,38 @@ class Scheduler:
             if len(calls) >= BATCH_LIMIT or grew:
                 lane.linger_until = loop.time() + LINGER
 
+    def _unblocked(self, portal: Portal, calls: list[_Call]) -> list[_Call]:
+        """The calls still to send: one whose method Bitrix24 blocked (or nearly) for its
+        operating time while the call waited gets the block's 429 instead."""
+        kept = []
+        for call in calls:
+            blocked = self._blocked(portal, call.method)
+            if blocked is None:
+                kept.append(call)
+            elif not call.future.done():
+                call.future.set_exception(blocked)
+        return kept
+
     async def _refused(self, lane: _Lane, calls: list[_Call]) -> None:
         """Not executed: pause, slow down, and put the calls back at the front of their queues."""
-        REFUSED.labels(lane.portal.name).inc()
+        portal = lane.portal
+        REFUSED.labels(portal.name).inc()
         log.warning(
             "portal=%s Bitrix24 refused a request (QUERY_LIMIT_EXCEEDED); slowing down",
-            lane.portal.name,
+            portal.name,
         )
         lane.slow_until = asyncio.get_running_loop().time() + SLOW_FOR
-        await self._limiter.pause(budget_key(lane.portal), REFUSED_PAUSE)
+        plan = self._plan(portal)
+        try:
+            # Bitrix24's bucket is full: count ours full, and send nothing for a moment.
+            # (At the slowed rate the lane books at next, so the pause lasts what it says.)
+            await self._limiter.pause(budget_key(portal), plan.rate / 2, plan.burst, REFUSED_PAUSE)
+        except Exception:  # the calls go back in the queue all the same
+            log.exception("portal=%s could not pause the request budget", portal.name)
         for call in reversed(calls):
             call.refusals += 1
+            if call.future.done():
+                continue
             if call.refusals > MAX_REFUSALS:
                 call.future.set_exception(
                     RateLimited(
@@ -357,8 +408,9 @@ class Scheduler:
                         SLOW_FOR,
                     )
                 )
-            elif not call.future.done():
+            else:
                 lane.push(call, front=True)
+        QUEUE_DEPTH.labels(portal.name).set(lane.pending)
         if lane.pending and (lane.worker is None or lane.worker.done()):
             lane.worker = asyncio.create_task(self._run(lane, self._plan(lane.portal)))
 
