@@ -261,6 +261,7 @@ async def test_with_redis_the_gateway_books_from_the_shared_budget(
         # The portal's budget lives in Redis, under its member_id, for every replica.
         assert await client.exists(f"b24gate:bucket:{portal.member_id}") == 1
     finally:
+        await client.delete(f"b24gate:bucket:{portal.member_id}")
         await client.aclose()
 
 
