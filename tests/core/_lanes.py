@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 # Real seconds to wait for loopback I/O before concluding that only timers are left.
 IO_GRACE = 0.01
-# Real seconds with neither I/O nor a timer before a test is declared stuck.
+# Real seconds without I/O, when only I/O can move the test on, before it is declared stuck.
 STALL = 10.0
 EPOCH = 1_800_000_000.0  # the sandbox's wall clock at virtual time 0
 SCOPE = ("crm", "user")
