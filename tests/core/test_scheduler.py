@@ -330,10 +330,7 @@ class FlakyShared(LocalLimiter):
         return await super().reserve(key, rate, burst, max_wait)
 
     async def book_until(self, key: str, ahead: float) -> None:  # type: ignore[override]
-        self.book_until_sync(key, ahead)
-
-    def book_until_sync(self, key: str, ahead: float) -> None:
-        LocalLimiter.book_until(self, key, ahead)
+        LocalLimiter.book_until(self, key, ahead)  # Redis's is a coroutine
 
     async def ping(self) -> None:
         if self.down:

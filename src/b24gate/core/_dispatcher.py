@@ -203,22 +203,15 @@ class Dispatcher:
         await self._scheduler.close()
         await self._limiter.close()
 
-    def _operating_wait(self, portal: Portal, method: str) -> float:
-        """Seconds until ``method`` may run again, when it is at or near Bitrix24's
-        operating-time budget; 0 when it may run now."""
+    def _operating_block(self, portal: Portal, method: str) -> RateLimited | None:
+        """The 429 for ``method`` while it is at or near Bitrix24's operating-time budget
+        (``retry_after``: until part of it frees up); None when it may run now."""
         key = (portal.id, method.lower())
         if self._operating.get(key, 0.0) < OPERATING_LIMIT - OPERATING_MARGIN:
-            return 0.0
+            return None
         wait = self._reset_at.get(key, 0.0) - self._clock()
         if wait <= 0:
             self._operating.pop(key, None)
-            return 0.0
-        return wait
-
-    def _operating_block(self, portal: Portal, method: str) -> RateLimited | None:
-        """For a call already queued when its method reached the budget: the 429."""
-        wait = self._operating_wait(portal, method)
-        if not wait:
             return None
         return RateLimited(
             f"{method} is near Bitrix24's operating-time limit", wait, operation_time=True
@@ -227,13 +220,12 @@ class Dispatcher:
     async def _hold_for_operating_time(self, portal: Portal, method: str) -> None:
         """A method near Bitrix24's operating-time budget waits until part of it frees up,
         rather than being blocked (OPERATION_TIME_LIMIT) for every application."""
-        wait = self._operating_wait(portal, method)
-        if wait > self._queue.max_wait:
-            raise RateLimited(
-                f"{method} is near Bitrix24's operating-time limit", wait, operation_time=True
-            )
-        if wait:
-            await asyncio.sleep(wait)
+        blocked = self._operating_block(portal, method)
+        if blocked is None:
+            return
+        if blocked.retry_after > self._queue.max_wait:
+            raise blocked
+        await asyncio.sleep(blocked.retry_after)
 
     async def _scheduled(
         self, portal: Portal, method: str, params: Mapping[str, Any]

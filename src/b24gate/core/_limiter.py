@@ -108,6 +108,8 @@ return 1
 REDIS_TIMEOUT = 2.0
 # While the shared budget is unreachable, ask it again this often (seconds).
 SHARED_RETRY = 5.0
+# What a shared budget that is down or broken raises.
+_UNAVAILABLE = (aioredis.RedisError, OSError)
 
 SHARED_UP = Gauge(
     "b24gate_shared_budget_up",
@@ -179,7 +181,7 @@ class FallbackLimiter:
         if not self._down:
             try:
                 wait = await self._shared.reserve(key, rate, burst, max_wait)
-            except (aioredis.RedisError, OSError) as exc:
+            except _UNAVAILABLE as exc:
                 self._went_down(exc)
             else:
                 if wait is not None:
@@ -192,7 +194,7 @@ class FallbackLimiter:
         if not self._down:
             try:
                 await self._shared.pause(key, rate, burst, seconds)
-            except (aioredis.RedisError, OSError) as exc:
+            except _UNAVAILABLE as exc:
                 self._went_down(exc)
 
     def _went_down(self, exc: Exception) -> None:
@@ -220,7 +222,7 @@ class FallbackLimiter:
                 await self._shared.ping()
                 for key, ahead in self._local.booked().items():
                     await self._shared.book_until(key, ahead)
-            except (aioredis.RedisError, OSError):
+            except _UNAVAILABLE:
                 continue
             self._down = False
             SHARED_UP.set(1)

@@ -412,7 +412,7 @@ class Scheduler:
                 lane.push(call, front=True)
         QUEUE_DEPTH.labels(portal.name).set(lane.pending)
         if lane.pending and (lane.worker is None or lane.worker.done()):
-            lane.worker = asyncio.create_task(self._run(lane, self._plan(lane.portal)))
+            lane.worker = asyncio.create_task(self._run(lane, plan))
 
     async def close(self) -> None:
         for lane in self._lanes.values():
