@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import uvicorn
 
+from ._http_server import server_config
 from .api import create_app
 from .core import Gateway, new_key
 from .errors import B24GateError
@@ -100,16 +101,7 @@ async def run_demo(settings: Settings, port: int) -> None:
     )
     await sandbox.start()
     gateway = await Gateway.open(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, gateway),
-            host="127.0.0.1",
-            port=port,
-            access_log=False,
-            log_config=None,
-            lifespan="on",
-        )
-    )
+    server = uvicorn.Server(server_config(create_app(settings, gateway), "127.0.0.1", port))
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started:

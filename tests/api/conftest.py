@@ -18,6 +18,7 @@ import stamina
 import trustme
 import uvicorn
 
+from b24gate._http_server import server_config
 from b24gate.api import create_app
 from b24gate.core import Gateway, new_key
 from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
@@ -124,13 +125,10 @@ async def serve_gateway(
 ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     app = create_app(settings, gateway)
     server = uvicorn.Server(
-        uvicorn.Config(
+        server_config(
             app,
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
+            "127.0.0.1",
+            port,
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
         )

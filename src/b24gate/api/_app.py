@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from .. import __version__
 from ..core import ConnectError, Gateway, authenticate, peer_address
 from ..errors import B24GateError, Forbidden, RequestError
 from ..settings import Settings
@@ -26,6 +27,7 @@ from ._bulk import add_bulk_routes
 from ._errors import error_response, json_response, log_call
 from ._fast import FastPaths
 from ._install import add_install_routes
+from ._openapi import describe
 from ._parse import json_object, params_object, target
 from ._rest import add_rest_routes
 
@@ -93,7 +95,7 @@ def create_app(
     app = FastAPI(
         title="b24gate",
         summary="An OAuth 2.0 gateway between 1C (or any HTTP client) and Bitrix24.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
 
@@ -121,7 +123,7 @@ def create_app(
             method = payload.method if len(payload.method) <= 100 else payload.method[:100] + "…"
             address = peer_address(
                 request.client.host if request.client else None,
-                request.headers.get("x-forwarded-for"),
+                request.headers.getlist("x-forwarded-for"),
                 gw.settings.trusted_proxies,
             )
             result = await gw.dispatcher.call(
@@ -187,7 +189,7 @@ def create_app(
                     "description": "A client key from `b24gate client add`.",
                 }
             }
-            app.openapi_schema = schema
+            app.openapi_schema = describe(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

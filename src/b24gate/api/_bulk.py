@@ -190,7 +190,7 @@ async def _caller(request: Request, gw: Gateway) -> tuple[Client, str | None]:
     client = await authenticate(gw.reads, request.headers.get("authorization"))
     address = peer_address(
         request.client.host if request.client else None,
-        request.headers.get("x-forwarded-for"),
+        request.headers.getlist("x-forwarded-for"),
         gw.settings.trusted_proxies,
     )
     return client, address

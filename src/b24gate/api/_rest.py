@@ -216,7 +216,7 @@ def add_rest_routes(app: FastAPI) -> None:
             who = client.name
             address = peer_address(
                 request.client.host if request.client else None,
-                request.headers.get("x-forwarded-for"),
+                request.headers.getlist("x-forwarded-for"),
                 gw.settings.trusted_proxies,
             )
             result = await gw.dispatcher.call(

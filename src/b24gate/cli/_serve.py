@@ -249,20 +249,17 @@ async def _serve(cfg: Settings, host: str, port: int, tls: tuple[str, str] | Non
     """Open the store first, so a bad key or database is one clear line, not a traceback."""
     import uvicorn
 
+    from .._http_server import server_config
     from ..api import create_app
     from ..core import Gateway
 
     gateway = await Gateway.open(cfg)
     try:
         gateway.start_background()
-        config = uvicorn.Config(
+        config = server_config(
             create_app(cfg, gateway, close_gateway=True),
-            host=host,
-            port=port,
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            lifespan="on",
+            host,
+            port,
             ssl_certfile=tls[0] if tls else None,
             ssl_keyfile=tls[1] if tls else None,
         )

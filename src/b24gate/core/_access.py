@@ -97,11 +97,16 @@ def check_address(cidrs: Sequence[str], address: str | None) -> None:
         raise Forbidden(f"address {ip} is not allowed for this key", code="ip_forbidden")
 
 
-def peer_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[str]) -> str | None:
+def peer_address(
+    peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[str]
+) -> str | None:
     """The caller's address: ``X-Forwarded-For`` counts only when the peer is a trusted proxy.
 
-    Walks the header from the right, skipping trusted proxies, so a client cannot forge
-    its address by sending the header itself.
+    ``forwarded_for`` is every ``X-Forwarded-For`` line of the request, in order: RFC 9110
+    §5.3 makes several lines of a list header one list, joined with commas, so a line the
+    client sent and the line its proxy appended are read together. The list is walked from
+    the right, skipping trusted proxies: the first address not trusted is the one a trusted
+    proxy saw, and whatever the client wrote further left cannot win.
     """
     if not forwarded_for or not trusted or peer is None:
         return peer
@@ -115,10 +120,11 @@ def peer_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[
 
     if not is_trusted(peer):
         return peer
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    hops = [h.strip() for h in ",".join(forwarded_for).split(",") if h.strip()]
     for hop in reversed(hops):
         if not is_trusted(hop):
             return hop
+    # Every hop is a trusted proxy: the leftmost one is where the request entered.
     return hops[0] if hops else peer
 
 

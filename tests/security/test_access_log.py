@@ -1,0 +1,74 @@
+"""Attack surface: keys in URLs (``?auth=<key>``, ``/rest/<user>/<key>/…``) reaching a log.
+
+uvicorn writes an access line whenever its ``uvicorn.access`` logger has a handler, whatever
+``access_log=False`` said at start; a log shipper, an error tracker or pytest's capture adds
+one later. Whatever writes such a line must not write the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from b24gate._http_server import redact_target
+
+from .conftest import Stack
+
+
+class _Shipper(logging.Handler):
+    """What a log shipper attached to uvicorn's logger after start-up would receive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def shipper() -> Iterator[_Shipper]:
+    handler = _Shipper()
+    logger = logging.getLogger("uvicorn.access")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+async def test_access_lines_never_carry_a_key(
+    connected: tuple[Stack, str], shipper: _Shipper
+) -> None:
+    stack, key = connected
+    # New connections decide whether to write access lines: use a fresh client.
+    async with stack.http.__class__(base_url=stack.base_url, timeout=30) as http:
+        await http.get("/rest/crm.deal.list", params={"auth": key})
+        await http.post(f"/rest/1/{key}/profile")
+        await http.post(f"/portals/demo/rest/7/{key}/crm.deal.list.json")
+        await http.post("/api/v1/call", params={"auth": key}, json={"method": "profile"})
+    text = "\n".join(shipper.lines)
+    assert "/rest/crm.deal.list" in text  # the lines were written, and reached the shipper
+    assert key not in text
+    assert key.split("_")[2] not in text  # not even the key's secret part
+
+
+@pytest.mark.parametrize(
+    ("target", "shown"),
+    [
+        ("/rest/crm.deal.add?auth=b24_x&fields[TITLE]=a", "/rest/crm.deal.add?…"),
+        ("/rest/1/b24_secret/profile", "/rest/1/***/profile"),
+        ("/rest/1/b24_secret", "/rest/1/***"),
+        (
+            "/portals/p/rest/1/s3cr3t/crm.deal.get.json?id=1",
+            "/portals/p/rest/1/***/crm.deal.get.json?…",
+        ),
+        ("/api/v1/call", "/api/v1/call"),
+        ("/oauth/callback?code=c&state=s", "/oauth/callback?…"),
+    ],
+)
+def test_a_request_target_is_redacted_for_logs(target: str, shown: str) -> None:
+    assert redact_target(target) == shown
