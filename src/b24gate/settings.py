@@ -10,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     # NoDecode: a comma-separated list in the environment, not only a JSON array.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     # The per-portal queue: a call that would wait longer gets 429 with Retry-After.
     queue_max_wait: float = Field(60.0, gt=0)
     queue_limit: int = Field(10_000, ge=1)

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from .._logs import fields_text
 from ..errors import B24GateError, BitrixError, RateLimited
 
 call_log = logging.getLogger("b24gate.calls")
@@ -59,15 +60,16 @@ def log_call(
 ) -> None:
     """The one log line per call: who, where, what, how it ended and how long it took.
 
-    Never the parameters, a token or a key.
+    Never the parameters, a token or a key. The client chose its name and the method, so
+    each value is escaped (:func:`b24gate._logs.field`) and JSON lines get them as fields.
     """
-    call_log.info(
-        "client=%s portal=%s method=%s status=%d total_ms=%.1f upstream_ms=%.1f surface=%s",
-        who,
-        portal,
-        method,
-        status,
-        (time.perf_counter() - started) * 1000,
-        upstream_ms,
-        surface,
-    )
+    fields = {
+        "client": who,
+        "portal": portal,
+        "method": method,
+        "status": status,
+        "total_ms": round((time.perf_counter() - started) * 1000, 1),
+        "upstream_ms": round(upstream_ms, 1),
+        "surface": surface,
+    }
+    call_log.info("%s", fields_text(fields), extra={"fields": fields})

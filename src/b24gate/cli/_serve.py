@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import dataclasses
 import json
-import logging
-import logging.handlers
 import os
-import queue
 import signal
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from .._logs import configure as configure_logs
 from ..errors import B24GateError
 from ..sandbox import SandboxConfig
 from ..sandbox import run as run_sandbox
@@ -177,36 +173,6 @@ async def _noop(gw: Any) -> None:
     return None
 
 
-class _Handoff(logging.handlers.QueueHandler):
-    """Hands records to the writer thread with their message merged, and nothing more: the
-    line itself (time stamp and all) is formatted in that thread, off the event loop."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        if record.exc_info:
-            prepared: logging.LogRecord = super().prepare(record)  # render the traceback now
-            return prepared
-        record.msg = record.getMessage()
-        record.args = None
-        return record
-
-
-def _logging(level: str) -> None:
-    """Log lines to stderr from a thread of their own: the event loop never waits on a write."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, handler)
-    listener.start()
-    atexit.register(listener.stop)
-    root = logging.getLogger()
-    root.addHandler(_Handoff(records))
-    root.setLevel(level.upper())
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    # Alembic's "Context impl SQLiteImpl." chatter on every start would precede a start-up
-    # error (a foreign master key), which DESIGN §3 wants as one line on stderr.
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
-
-
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -226,7 +192,7 @@ def serve(
         cfg = settings()
     except B24GateError as exc:
         fail(exc.message)
-    _logging(cfg.log_level)
+    configure_logs(cfg.log_level, cfg.log_format)
     tls = (str(tls_cert), str(tls_key)) if tls_cert and tls_key else None
     try:
         _event_loop_run(_serve(cfg, host, port, tls))
@@ -290,7 +256,7 @@ def demo(
             cfg = cfg.model_copy(update={"public_url": f"http://127.0.0.1:{port}"})
     except B24GateError as exc:
         fail(exc.message)
-    _logging("WARNING")
+    configure_logs("WARNING", cfg.log_format)
     try:
         asyncio.run(run_demo(cfg, port))
     except B24GateError as exc:
