@@ -1,6 +1,6 @@
 """The Bitrix24 protocol: the OAuth token endpoint and ``app.info``, the REST client, error
-classification, method names and incoming webhook URLs. It knows nothing of b24gate's
-clients or storage.
+classification, method names, ``batch`` commands as Bitrix24 reads them, and incoming
+webhook URLs. It knows nothing of b24gate's clients or storage.
 
     tokens = await OAuthClient(session).refresh(oauth_url, client_id, secret, refresh_token)
     answer = await RestClient(session).call(
@@ -8,7 +8,17 @@ clients or storage.
     )
 """
 
-from ._names import METHOD_NAME, is_read, valid_method
+from ._commands import (
+    INVALID_BATCH,
+    REFERENCE,
+    Batch,
+    BatchCommand,
+    has_reference,
+    is_read,
+    parse_batch,
+    parse_command,
+)
+from ._names import METHOD_NAME, method_reads, valid_method
 from ._oauth import (
     ALLOWED_OAUTH_HOSTS,
     DEFAULT_OAUTH_TIMEOUT,
@@ -25,13 +35,21 @@ __all__ = [
     "ALLOWED_OAUTH_HOSTS",
     "DEFAULT_OAUTH_TIMEOUT",
     "DEFAULT_REST_TIMEOUT",
+    "INVALID_BATCH",
     "METHOD_NAME",
+    "REFERENCE",
+    "Batch",
+    "BatchCommand",
     "OAuthClient",
     "RestClient",
     "TokenSet",
     "WebhookUrl",
     "app_info_url",
+    "has_reference",
     "is_read",
+    "method_reads",
+    "parse_batch",
+    "parse_command",
     "parse_webhook_url",
     "server_endpoint_allowed",
     "token_url",

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import BitrixError, OperationTimeLimit, QueryLimitExceeded
 
 # Errors reported per command inside a batch carry no HTTP status; these are the statuses
-# the same errors have on their own (protocol file §6). Method-level errors are 400.
+# the same errors have on their own (docs/protocol.md §6). Method-level errors are 400.
 _STATUS = {
     "expired_token": 401,
     "invalid_token": 401,
@@ -24,8 +24,13 @@ _STATUS = {
 
 
 def as_map(value: Any) -> Mapping[str, Any]:
-    """A map of a batch answer; PHP writes an empty one as ``[]``."""
-    return value if isinstance(value, Mapping) else {}
+    """A map of a batch answer. PHP writes one keyed 0..n-1 (a ``cmd`` sent as a list) as a
+    list, and an empty one as ``[]``: the list's items are keyed "0".."n-1" here."""
+    if isinstance(value, Mapping):
+        return value
+    if isinstance(value, list):
+        return {str(i): item for i, item in enumerate(value)}
+    return {}
 
 
 def command_error(error: Any) -> BitrixError:

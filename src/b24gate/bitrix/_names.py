@@ -7,8 +7,6 @@ it already. When in doubt a method counts as a write: the cost is one retry not 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
@@ -22,44 +20,16 @@ READ_METHODS = frozenset({"app.info", "methods", "profile", "scope", "server.tim
 
 
 def valid_method(name: str) -> bool:
-    """True when ``name`` is a method name DESIGN §5 allows (no ``/``, ``?``, ``..``, spaces)."""
+    """True when ``name`` is a method name docs/design.md §5.2 allows (no ``/``, ``?``,
+    ``..``, spaces)."""
     # fullmatch, not match: "$" also matches before a trailing newline.
     return isinstance(name, str) and METHOD_NAME.fullmatch(name) is not None
 
 
-def _method_reads(method: str) -> bool:
+def method_reads(method: str) -> bool:
+    """True when ``method`` only reads; a ``batch`` reads as its commands do
+    (:func:`~._commands.is_read`)."""
     if not valid_method(method):
         return False
     lowered = method.lower()
     return lowered in READ_METHODS or lowered.rsplit(".", 1)[-1] in READ_VERBS
-
-
-def _batch_commands(cmd: Any) -> list[Any] | None:
-    if isinstance(cmd, Mapping):
-        return list(cmd.values())
-    if isinstance(cmd, list):
-        return cmd
-    return None
-
-
-def is_read(method: str, params: Mapping[str, Any] | None = None) -> bool:
-    """True when calling ``method`` with ``params`` changes nothing on the portal.
-
-    A ``batch`` reads only if every command in ``params["cmd"]`` (a map or a list of
-    ``"method?query"`` strings) reads; an empty or unreadable ``cmd`` counts as a write.
-    """
-    if not isinstance(method, str):
-        return False
-    if method.lower() != "batch":
-        return _method_reads(method)
-    commands = _batch_commands((params or {}).get("cmd"))
-    if not commands:
-        return False
-    for command in commands:
-        if not isinstance(command, str):
-            return False
-        # A nested batch is refused by Bitrix24 and never a read here.
-        sub_method = command.partition("?")[0].strip()
-        if sub_method.lower() == "batch" or not _method_reads(sub_method):
-            return False
-    return True

@@ -7,11 +7,12 @@ import hmac
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
+from ..bitrix import parse_batch
 from ..errors import Forbidden, Unauthorized
 from ..store import Client
 
@@ -65,25 +66,22 @@ def method_allowed(patterns: Sequence[str], method: str) -> bool:
     return any(fnmatchcase(name, p.lower()) for p in patterns)
 
 
-def batch_methods(params: Mapping[str, Any]) -> list[str]:
-    """The method of every command inside a ``batch`` (``cmd`` as a map or a list)."""
-    cmd = params.get("cmd")
-    commands: Iterable[Any]
-    if isinstance(cmd, Mapping):
-        commands = cmd.values()
-    elif isinstance(cmd, list):
-        commands = cmd
-    else:
-        return []
-    return [str(c).partition("?")[0].strip() for c in commands]
+def admit(patterns: Sequence[str], method: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The parameters to forward for ``method``, once the key may call it.
 
-
-def check_method(patterns: Sequence[str], method: str, params: Mapping[str, Any]) -> None:
-    """``batch`` itself is only a carrier: what counts is every command inside it."""
-    names = batch_methods(params) if method.lower() == "batch" else [method]
-    for name in names:
+    ``batch`` itself is only a carrier: what counts is every command inside it, read as
+    Bitrix24 reads them (:func:`~b24gate.bitrix.parse_batch`; 400 ``invalid_batch`` when
+    that reading is in doubt), and what goes on is the batch rebuilt from what was checked.
+    """
+    if method.lower() != "batch":
+        if not method_allowed(patterns, method):
+            raise Forbidden(f"this key may not call {method}", code="method_forbidden")
+        return params
+    batch = parse_batch(params)
+    for name in batch.methods:
         if not method_allowed(patterns, name):
             raise Forbidden(f"this key may not call {name}", code="method_forbidden")
+    return batch.params()
 
 
 def check_address(cidrs: Sequence[str], address: str | None) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from ..bitrix import valid_method
 from ..errors import B24GateError, Forbidden, NeedsAuthorization, RequestError
 from ..store import Client
-from ._access import check_address, check_method
+from ._access import admit, check_address
 from ._dispatcher import Dispatcher
 from ._webhook import fix_for
 
@@ -73,7 +73,7 @@ async def run_commands(
     portal = await dispatcher.resolve(client, portal_name, domain)
     for i, command in enumerate(commands):
         try:
-            check_method(client.methods, command.method, command.params)
+            admit(client.methods, command.method, command.params)
         except Forbidden as exc:
             raise Forbidden(f"commands[{i}]: {exc.message}", code=exc.code) from None
     if portal.state != "connected":

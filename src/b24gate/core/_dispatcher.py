@@ -18,11 +18,10 @@ from urllib.parse import urlsplit
 
 import stamina
 
-from ..bitrix import RestClient, is_read, valid_method
+from ..bitrix import INVALID_BATCH, RestClient, is_read, parse_batch, valid_method
 from ..bitrix._batch import as_map, command_error
 from ..errors import (
     CredentialsRejected,
-    Forbidden,
     NeedsAuthorization,
     OperationTimeLimit,
     PortalMoved,
@@ -34,7 +33,7 @@ from ..errors import (
     UpstreamUnreachable,
 )
 from ..store import Client, Portal, ReadCache, Store
-from ._access import check_address, check_method
+from ._access import admit, check_address
 from ._hosts import host_of
 from ._limiter import Limiter, LocalLimiter
 from ._scheduler import Plan, Scheduler, budget_key
@@ -131,10 +130,10 @@ class Dispatcher:
             portal = await self._reads.portal(client.portals[0])
         else:
             raise RequestError("`portal` is required: this key may use several portals")
-        if portal is None:
+        if portal is None or portal.name not in client.portals:
+            # One answer for a portal that does not exist and one this key may not use, so
+            # that a key cannot learn which other portals the gateway serves.
             raise UnknownPortal(f"no portal {name or domain!r} is registered")
-        if portal.name not in client.portals:
-            raise Forbidden(f"this key may not use portal {portal.name!r}", code="portal_forbidden")
         return portal
 
     async def _moved_to(self, host: str) -> Portal | None:
@@ -156,14 +155,26 @@ class Dispatcher:
         v3: bool = False,
     ) -> CallResult:
         """One call as ``client``. ``v3``: a REST 3.0 method (``/rest/api/…``), which goes
-        alone (``batch`` is REST 1's) after booking its slot of the portal's budget."""
+        alone after booking its slot of the portal's budget.
+
+        What is forwarded is what was checked: a ``batch`` goes on rebuilt from the commands
+        its key was checked against (:func:`._access.admit`). REST 3.0's own batch is
+        refused: its commands are objects in a shape of its own that the gateway does not
+        read, so it could not say which methods would run.
+        """
         if not valid_method(method):
             raise RequestError(
                 f"{method[:80]!r} is not a Bitrix24 method name", code="invalid_method"
             )
+        if v3 and method.lower() == "batch":
+            raise RequestError(
+                "REST 3.0's batch is not passed through (its commands cannot be checked "
+                "against the key's methods); send REST 1's batch to /rest/batch",
+                code=INVALID_BATCH,
+            )
         check_address(client.ips, address)
         portal = await self.resolve(client, portal_name, domain)
-        check_method(client.methods, method, params)
+        params = admit(client.methods, method, params)
         if portal.state != "connected":
             raise NeedsAuthorization(
                 portal.name,
@@ -362,22 +373,19 @@ class Dispatcher:
     ) -> None:
         """A ``batch`` sent as such (an export's pages, a client's own): each command's
         operating time counts for its method, and a command blocked for it blocks it."""
-        commands = params.get("cmd")
-        if not isinstance(commands, Mapping | list):
+        try:
+            commands = parse_batch(params).commands
+        except RequestError:  # never for a batch that was admitted
             return
-        named = commands.items() if isinstance(commands, Mapping) else enumerate(commands)
         outer = as_map(body.get("result"))
         times, errors = as_map(outer.get("result_time")), as_map(outer.get("result_error"))
-        for key, command in named:
-            name = str(command).partition("?")[0].strip()
-            if not valid_method(name):
-                continue
-            timing = times.get(str(key))
+        for command in commands:
+            timing = times.get(command.key)
             if isinstance(timing, Mapping):
-                self._remember_reset(portal, name, {"time": timing})
-            error = command_error(errors[str(key)]) if str(key) in errors else None
+                self._remember_reset(portal, command.method, {"time": timing})
+            error = command_error(errors[command.key]) if command.key in errors else None
             if isinstance(error, OperationTimeLimit):
-                self._blocked(portal, name, error)
+                self._blocked(portal, command.method, error)
 
     async def forward(
         self,

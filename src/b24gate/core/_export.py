@@ -181,7 +181,8 @@ class Pager:
 
     ``fetch`` returns the next pages (at most one request's worth) and sets ``done`` once
     the list has ended. Parameters that cannot travel in a batch command (``null``,
-    booleans, empty arrays) are sent as they are, one page a request.
+    booleans, empty arrays, text that Bitrix24 could read as a ``$result``-style reference
+    to another page) are sent as they are, one page a request.
     """
 
     def __init__(self, call: Call, query: ListQuery, after: int) -> None:

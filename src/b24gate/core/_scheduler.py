@@ -7,7 +7,9 @@ to 50 calls: one call alone, several as one ``batch`` (``halt=0``), and each cal
 its own result or error. A call on a quiet portal goes at once, even alone; a request
 that would leave part-filled waits briefly for company, as :meth:`Scheduler._drain` says.
 Only calls whose parameters survive the query-string encoding of ``batch`` commands are
-packed.
+packed, and never one whose text Bitrix24 could read as a reference to another command's
+answer (:func:`~b24gate.bitrix.has_reference`): in a batch shared with other clients, that
+would hand it their results.
 
 If Bitrix24 refuses a request anyway (``QUERY_LIMIT_EXCEEDED``: another application shares
 the bucket), nothing was executed: the lane pauses, slows down for a while and sends the
@@ -27,6 +29,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from .._php import build_php_query
+from ..bitrix import has_reference
 from ..bitrix._batch import as_map, command_error
 from ..errors import BitrixError, QueryLimitExceeded, RateLimited
 from ..store import Portal
@@ -66,21 +69,25 @@ def batchable(value: Any) -> bool:
     """Whether ``value`` reaches Bitrix24 unchanged through a batch command's query string.
 
     JSON ``null``, booleans and empty arrays or objects do not (PHP's query parsing loses
-    or changes them), nor keys that carry brackets, nor text that reads as a ``$result[…]``
-    reference to another command.
+    or changes them), nor keys that carry brackets, nor text that Bitrix24 may read as a
+    reference to another command's answer (``$result_[c0][EMAIL]``, ``$error[c0]``,
+    ``$total[net]``...): inside a batch it would be replaced, alone it is left as it is.
     """
     if value is None or isinstance(value, bool):
         return False
     if isinstance(value, Mapping):
         return bool(value) and all(
-            isinstance(k, str) and "[" not in k and "]" not in k and batchable(v)
+            isinstance(k, str)
+            and "[" not in k
+            and "]" not in k
+            and not has_reference(k)
+            and batchable(v)
             for k, v in value.items()
         )
     if isinstance(value, list):
         return bool(value) and all(batchable(v) for v in value)
     if isinstance(value, str):
-        # Bitrix24 would read it as a reference to another command's result.
-        return "$result[" not in value.lower()
+        return not has_reference(value)
     return isinstance(value, int | float) and not (
         isinstance(value, float) and not math.isfinite(value)
     )
