@@ -1,6 +1,9 @@
-"""``POST /bitrix/install``: installing the local app connects its portal, with the event's
-tokens checked at the trusted OAuth server first; forged events change nothing; the
-uninstall event disconnects the portal only with the install's application token."""
+"""``POST /bitrix/install``: installing the app connects a portal the administrator let
+install events connect (``connect_by_install``), with the event's tokens checked at the
+trusted OAuth server and at the portal itself first; forged events change nothing; the
+uninstall event disconnects the portal only with the install's application token.
+(The attacks of another portal's tokens, a missing member_id and the rate limit are in
+tests/security/test_install_forgery.py.)"""
 
 from __future__ import annotations
 
@@ -103,7 +106,7 @@ def refused(delivered: dict[str, Any], status: int = 403) -> None:
 async def test_installing_the_app_connects_the_portal(
     stack: Stack, logs: pytest.LogCaptureFixture
 ) -> None:
-    await stack.add_portal()
+    await stack.add_portal(connect_by_install=True)
     key = await stack.add_client()
     assert (await stack.call(key, {"method": "profile"})).status_code == 409
     await stack.control.post("/_sandbox/counters/reset")
@@ -149,7 +152,7 @@ async def test_the_same_fields_are_accepted_as_json_and_a_form_replayed(
     stack: Stack, capture: tuple[str, list[bytes]]
 ) -> None:
     url, bodies = capture
-    await stack.add_portal()
+    await stack.add_portal(connect_by_install=True)
     response = await stack.control.post("/_sandbox/events/install", json={"url": url})
     assert response.status_code == 200
     fields = parse_php_query(bodies[0].decode())
@@ -222,7 +225,7 @@ async def test_an_unregistered_domain_is_refused_and_nothing_it_names_is_contact
 async def test_foreign_endpoints_in_a_genuine_event_are_never_used(
     stack: Stack, trap: Trap
 ) -> None:
-    await stack.add_portal()
+    await stack.add_portal(connect_by_install=True)
     key = await stack.add_client()
     forged = {"server_endpoint": f"{trap.url}/rest/", "client_endpoint": f"{trap.url}/rest/"}
     delivered = await install(stack, auth=forged)
@@ -281,7 +284,7 @@ async def test_malformed_events_are_400_or_413(stack: Stack) -> None:
 
 
 async def test_the_uninstall_event_disconnects_the_portal(stack: Stack) -> None:
-    await stack.add_portal()
+    await stack.add_portal(connect_by_install=True)
     key = await stack.add_client()
     assert (await install(stack))["status"] == 200
     assert (await stack.call(key, {"method": "profile"})).status_code == 200
@@ -303,7 +306,7 @@ async def test_the_uninstall_event_disconnects_the_portal(stack: Stack) -> None:
 
 
 async def test_an_uninstall_with_the_wrong_token_changes_nothing(stack: Stack) -> None:
-    await stack.add_portal()
+    await stack.add_portal(connect_by_install=True)
     assert (await install(stack))["status"] == 200
     before = await snapshot(stack)
     refused(await uninstall(stack, auth={"application_token": "0" * 32}))

@@ -1,31 +1,97 @@
-"""``POST /bitrix/install``: where Bitrix24 sends the local app's installation callback and
-its ``ONAPPINSTALL`` / ``ONAPPUNINSTALL`` events.
+"""``POST /bitrix/install``: where Bitrix24 sends the app's installation callback and its
+``ONAPPINSTALL`` / ``ONAPPUNINSTALL`` events.
 
 Bitrix24 posts a form with PHP brackets (``auth[access_token]=…``); the same fields as a
 JSON object are accepted too. The body is checked in :mod:`b24gate.core._install`;
 Bitrix24 ignores the answer, which is ``{"result": "ok"}`` or the gateway's JSON error.
+Anyone can post here, so each source address gets a small budget of events, and the body
+is small and parsed with PHP's own caps before anything else happens.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from .._php import parse_php_query
-from ..core import Gateway
-from ..errors import B24GateError, RequestError
+from ..core import Gateway, peer_address
+from ..errors import B24GateError, RateLimited, RequestError
 from ._body import read_body
 from ._errors import error_response, json_response
 
 log = logging.getLogger("b24gate.install")
 
-# An event is a few hundred bytes; anyone can post here, so the limit is small.
-EVENT_BODY_LIMIT = 64 * 1024
+# An event is a few hundred bytes (a long scope list included); anyone can post here.
+EVENT_BODY_LIMIT = 16 * 1024
+# Per source address: a burst of 20 events, then one every 3 s. A portal sends one event
+# per install or uninstall, so this only ever holds back someone posting in a loop.
+EVENT_BURST = 20
+EVENTS_PER_MINUTE = 20.0
+# How many addresses are remembered; past it the least recently seen is forgotten first.
+TRACKED_PEERS = 10_000
 _BOM = b"\xef\xbb\xbf"
+
+
+class PeerBudget:
+    """A token bucket per source address, in this process's memory.
+
+    An IPv6 address counts as its /64, which one host usually holds whole. Memory is
+    bounded: at most ``peers`` addresses, the least recently seen dropped first (a dropped
+    address starts again with a full bucket, which is what a quiet one has).
+    """
+
+    def __init__(
+        self,
+        burst: int = EVENT_BURST,
+        per_minute: float = EVENTS_PER_MINUTE,
+        peers: int = TRACKED_PEERS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._burst = float(burst)
+        self._rate = per_minute / 60.0
+        self._peers = peers
+        self._clock = clock
+        # address -> (tokens left, when counted, whether its refusal was logged)
+        self._buckets: OrderedDict[str, tuple[float, float, bool]] = OrderedDict()
+
+    def take(self, peer: str) -> float:
+        """Spend one event of ``peer``'s budget: 0.0, or the seconds until one is free."""
+        key = _bucket_key(peer)
+        now = self._clock()
+        tokens, since, logged = self._buckets.pop(key, (self._burst, now, False))
+        tokens = min(self._burst, tokens + (now - since) * self._rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens, logged = tokens - 1.0, False
+        else:
+            wait = (1.0 - tokens) / self._rate
+            if not logged:  # once per flood, not once per request: the log is no target
+                log.warning("install events from %s are over their budget; refused", key)
+                logged = True
+        self._buckets[key] = (tokens, now, logged)
+        while len(self._buckets) > self._peers:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def _bucket_key(peer: str) -> str:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def parse_event(raw: bytes, content_type: str) -> dict[str, Any]:
@@ -37,7 +103,7 @@ def parse_event(raw: bytes, content_type: str) -> dict[str, Any]:
     if content_type.split(";")[0].strip().lower() == "application/json":
         try:
             body = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting is as malformed as bad syntax
             raise RequestError("the body is not valid JSON", code="invalid_json") from None
         if not isinstance(body, dict):
             raise RequestError("the body must be a JSON object", code="invalid_json")
@@ -46,10 +112,20 @@ def parse_event(raw: bytes, content_type: str) -> dict[str, Any]:
 
 
 def add_install_routes(app: FastAPI) -> None:
+    budget = PeerBudget()
+
     @app.post("/bitrix/install", include_in_schema=False)
     async def bitrix_install(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
         try:
+            peer = peer_address(
+                request.client.host if request.client else None,
+                request.headers.getlist("x-forwarded-for"),
+                gw.settings.trusted_proxies,
+            )
+            wait = budget.take(peer or "")
+            if wait > 0:
+                raise RateLimited("too many events from this address; retry later", wait)
             raw = await read_body(request, min(EVENT_BODY_LIMIT, gw.settings.body_limit))
             fields = parse_event(raw, request.headers.get("content-type", ""))
             await gw.installer.handle(fields)

@@ -3,7 +3,9 @@
 ``portal authorize`` makes a ticket URL; ``/oauth/start`` trades the ticket for a one-time
 ``state`` and sends the browser to the portal's authorize page; ``/oauth/callback`` checks
 the state, that ``domain`` / ``member_id`` belong to the portal being connected, exchanges
-the code (it lives 30 s) and stores the tokens.
+the code (it lives 30 s) and stores the tokens under the portal's refresh lock. An
+administrator's authorization also forgets the ``application_token`` of any earlier install
+event, so that no such token can later disconnect the portal.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ..bitrix import OAuthClient
 from ..errors import B24GateError, OAuthError
 from ..store import Portal, Store
 from ._hosts import host_of
-from ._tokens import acceptable_endpoint, grant_of, uses_get
+from ._tokens import TokenManager, acceptable_endpoint, grant_of, uses_get
 
 log = logging.getLogger("b24gate.connect")
 
@@ -53,11 +55,13 @@ class Connector:
         self,
         store: Store,
         oauth: OAuthClient,
+        tokens: TokenManager,
         public_url: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._oauth = oauth
+        self._tokens = tokens
         self._public_url = public_url.rstrip("/")
         self._clock = clock
 
@@ -154,12 +158,13 @@ class Connector:
                 "the OAuth server answered for another portal", code="member_mismatch"
             )
         granted = query.get("scope", "")
-        await self._store.save_grant(
+        await self._tokens.replace(
             portal,
             grant_of(tokens, self._clock()),
             member_id=tokens.member_id or member_id,
-            client_endpoint=acceptable_endpoint(tokens.client_endpoint),
+            client_endpoint=acceptable_endpoint(tokens.client_endpoint, portal),
             granted_scope=granted,
+            forget_application_token=True,
         )
         expected = {s for s in portal.scope.split(",") if s}
         missing = sorted(expected - {s for s in granted.split(",") if s})

@@ -92,8 +92,8 @@ class Gateway:
                     not_batched=frozenset(settings.not_batched),
                 ),
             ),
-            connector=Connector(store, oauth, settings.public_url),
-            installer=Installer(store, oauth, tokens),
+            connector=Connector(store, oauth, tokens, settings.public_url),
+            installer=Installer(store, oauth, tokens, rest),
         )
 
     def start_background(self) -> None:

@@ -5,7 +5,9 @@ Bitrix24 refused it. Inside the per-portal lock (an asyncio lock in this process
 store's cross-process lock) the stored grant is read again: if its access token is no
 longer the one we saw, someone else refreshed and we use theirs. Tokens are compared, not
 clocks, because Bitrix24 can expire a token early. The new refresh token is committed
-before anyone uses the new access token.
+before anyone uses the new access token. Every grant write (a refresh, an install event,
+the connect callback, an uninstall) goes through the same locks, so none overwrites
+another half-way.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import stamina
 from ..bitrix import OAuthClient, TokenSet, server_endpoint_allowed
 from ..errors import GrantRevoked, NeedsAuthorization, OAuthUnavailable
 from ..store import Grant, Portal, ReadCache, Store
+from ._hosts import host_of
 
 log = logging.getLogger("b24gate.tokens")
 
@@ -34,7 +37,8 @@ LEASE = 120.0
 def oauth_server(portal: Portal, grant: Grant) -> str:
     """Where this grant is refreshed: the host of its ``server_endpoint`` when that is one of
     Bitrix24's central OAuth servers (the right region is whatever it says), else the
-    portal's configured OAuth server. No other host ever gets a refresh token (DESIGN §5).
+    portal's configured OAuth server. No other host ever gets a refresh token
+    (docs/design.md §5.3).
     """
     endpoint = grant.server_endpoint
     if endpoint and server_endpoint_allowed(endpoint):
@@ -42,25 +46,53 @@ def oauth_server(portal: Portal, grant: Grant) -> str:
     return portal.oauth_url
 
 
-def acceptable_endpoint(url: str | None) -> str | None:
-    """A ``client_endpoint`` the gateway may send tokens to: https, or http on loopback."""
+def acceptable_endpoint(url: str | None, portal: Portal) -> str | None:
+    """A ``client_endpoint`` the gateway may send ``portal``'s tokens to: https; plain http
+    only to loopback, and only for a portal itself registered as http on loopback (the
+    sandbox). A cloud portal's token never travels unencrypted, whoever names the address.
+    """
     if not url:
         return None
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        parts = None
+    if parts is not None and parts.scheme == "https" and parts.hostname:
         return url
-    if parts.scheme == "http" and (host == "localhost" or _loopback(host)):
+    if _loopback_http(url) and _loopback_http(portal.url):
         return url
-    log.warning("ignoring a client_endpoint that is neither https nor loopback")
+    log.warning(
+        "portal=%s: ignoring a client_endpoint that is not https (http only for a portal "
+        "registered on loopback)",
+        portal.name,
+    )
     return None
 
 
-def _loopback(host: str) -> bool:
+def _loopback_http(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if parts.scheme != "http":
+        return False
+    if host == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _note_new_host(before: Portal, endpoint: str | None) -> None:
+    """Say in the log when a grant names a REST host other than the one calls went to: the
+    portal moved, or something tries to send its tokens elsewhere. No secret is named."""
+    if not endpoint:
+        return
+    old, new = host_of(before.client_endpoint or before.url), host_of(endpoint)
+    if new != old:
+        log.warning("portal=%s: its REST host changes from %s to %s", before.name, old, new)
 
 
 def grant_of(tokens: TokenSet, obtained_at: float) -> Grant:
@@ -152,14 +184,21 @@ class TokenManager:
         member_id: str | None,
         client_endpoint: str | None,
         granted_scope: str | None,
-        application_token: str | None,
+        application_token: str | None = None,
+        forget_application_token: bool = False,
     ) -> Grant:
-        """Store a grant that arrived without a refresh (the app's install event), under the
-        same locks as a refresh, so that a refresh in flight cannot overwrite it."""
+        """Store a grant that arrived without a refresh (the app's install event, the connect
+        callback), under the same locks as a refresh, so that a refresh in flight can neither
+        overwrite it nor mark the portal unauthorized after it was saved.
+
+        ``forget_application_token``: an administrator authorized the portal, so no token of
+        an earlier install event may later disconnect it.
+        """
         async with (
             self._lock(portal.id),
             self._store.refresh_lock(portal.id, wait=LOCK_WAIT, lease=LEASE),
         ):
+            _note_new_host(await self._store.portal(portal.name) or portal, client_endpoint)
             return await self._store.save_grant(
                 portal,
                 grant,
@@ -167,6 +206,7 @@ class TokenManager:
                 client_endpoint=client_endpoint,
                 granted_scope=granted_scope,
                 application_token=application_token,
+                forget_application_token=forget_application_token,
             )
 
     async def erase(self, portal: Portal, reason: str) -> None:
@@ -198,10 +238,10 @@ class TokenManager:
             why = "the OAuth server answered for another portal (member_id changed)"
             await self._store.mark_portal(portal.name, "needs_authorization", why)
             raise NeedsAuthorization(portal.name, why)
+        endpoint = acceptable_endpoint(tokens.client_endpoint, portal)
+        _note_new_host(portal, endpoint)
         saved = await self._store.save_grant(
-            portal,
-            grant_of(tokens, self._clock()),
-            client_endpoint=acceptable_endpoint(tokens.client_endpoint),
+            portal, grant_of(tokens, self._clock()), client_endpoint=endpoint
         )
         log.info(
             "portal=%s refreshed (%s) in %.0f ms",

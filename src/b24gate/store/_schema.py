@@ -1,4 +1,4 @@
-"""The tables of the store: one MetaData that the migrations (0001, 0002) create exactly.
+"""The tables of the store: one MetaData that the migrations (0001-0004) create exactly.
 
 Secret columns (``client_secret``, ``webhook_url``, ``application_token``, ``access_token``,
 ``refresh_token``, ``meta.value``) hold blobs sealed by :class:`~b24gate.store._crypto.Cipher`;
@@ -54,6 +54,9 @@ portals = sa.Table(
     # The portal's request budget as Bitrix24 drains it (migration 0003); rate 0 = no limit.
     sa.Column("rate", sa.Float, nullable=False, server_default="2"),
     sa.Column("burst", sa.Integer, nullable=False, server_default="50"),
+    # Migration 0004: the administrator lets the app's install event connect this portal
+    # while it has no member_id yet (never connected); off, only `portal authorize` does.
+    sa.Column("connect_by_install", sa.Boolean, nullable=False, server_default=sa.false()),
     # AUTOINCREMENT: an id is never reused, so nothing keyed by a deleted portal's id
     # (an advisory lock, a log line) can be mistaken for a new portal.
     sqlite_autoincrement=True,

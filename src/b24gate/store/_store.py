@@ -65,6 +65,7 @@ class NewPortal:
     webhook_url: str | None = field(default=None, repr=False)
     rate: float = 2.0
     burst: int = 50
+    connect_by_install: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class Portal:
     # The request budget: Bitrix24 drains `rate` requests/s from a bucket of `burst`.
     rate: float = 2.0
     burst: int = 50
+    # The app's install event may connect the portal while it has no member_id yet.
+    connect_by_install: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class PortalChanges(TypedDict, total=False):
     application_token: str | None
     rate: float
     burst: int
+    connect_by_install: bool
 
 
 _CHANGEABLE: Final = frozenset(PortalChanges.__annotations__)
@@ -238,6 +242,7 @@ class Store:
             "kind": new.kind,
             "rate": new.rate,
             "burst": new.burst,
+            "connect_by_install": new.connect_by_install,
         }
         _check_budget(new.rate, new.burst)
         if new.kind == "webhook":
@@ -393,11 +398,14 @@ class Store:
         client_endpoint: str | None = None,
         granted_scope: str | None = None,
         application_token: str | None = None,
+        forget_application_token: bool = False,
     ) -> Grant:
         """Store new tokens and mark the portal connected, in one transaction.
 
-        The given portal fields are set when not None (``application_token`` sealed). Returns
-        the grant with its new version.
+        The given portal fields are set when not None (``application_token`` sealed).
+        ``forget_application_token`` erases the install event's token instead (an
+        administrator authorized the portal: no earlier install's token may be trusted).
+        Returns the grant with its new version.
         """
         portal_values: dict[str, Any] = {
             "state": "connected",
@@ -422,14 +430,14 @@ class Store:
             )
             if name is None:
                 raise _unknown_portal(portal.name)
-            if application_token is not None:
+            if application_token is not None or forget_application_token:
                 await conn.execute(
                     portals.update()
                     .where(portals.c.id == portal.id)
                     .values(
-                        application_token=self._seal_portal_field(
-                            name, "application_token", application_token
-                        )
+                        application_token=None
+                        if forget_application_token
+                        else self._seal_portal_field(name, "application_token", application_token)
                     )
                 )
             tokens = {
