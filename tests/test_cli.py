@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 TIMEOUT = 30.0
 SECRET = "cli-test-client-secret-Zq8vW3xK1mN5pR7tY9uA2sD4fG6hJ0"
@@ -448,6 +449,52 @@ def test_call_from_the_shell(live: Live) -> None:
     assert read_back.returncode == 0, read_back.stderr
     assert '"TITLE": "из CLI"' in read_back.stdout
     assert json.loads(read_back.stdout)["result"]["TITLE"] == "из CLI"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("B24GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    client: Any = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        client.ping()
+    except (OSError, redis.RedisError) as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"Redis not reachable: {exc}")
+    finally:
+        client.close()
+    return url
+
+
+def test_a_call_from_the_shell_waits_its_turn_in_the_portals_budget(
+    live: Live, redis_url: str
+) -> None:
+    # The replicas of a gateway share each portal's budget in Redis. Another replica has
+    # booked the budget of `demo` three seconds past what its bucket allows: a call from
+    # the shell must wait for the next slot, and book it, not go around the queue.
+    status = json.loads(live.run("portal", "status", "demo", "--json").stdout)
+    bucket = f"b24gate:bucket:{status['member_id']}"
+    rate, burst = 2.0, 50  # the portal's default budget (standard plan)
+    ahead = (burst - 2) / rate + 3.0  # the limiter's tolerance, plus three seconds
+    client: Any = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        seconds, micros = client.time()
+        booked = seconds + micros / 1e6 + ahead
+        client.set(bucket, repr(booked), px=int((ahead + 60) * 1000))
+        started = time.monotonic()
+        done = b24gate(
+            {**live.env, "B24GATE_REDIS_URL": redis_url}, "call", "demo", "crm.deal.list"
+        )
+        took = time.monotonic() - started
+        after = float(client.get(bucket))
+    finally:
+        client.delete(bucket)
+        client.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["total"] >= 3
+    assert took >= 3.0
+    # Its request took the next slot of the shared budget: one drain interval further.
+    assert after == pytest.approx(booked + 1 / rate, abs=1e-3)
 
 
 def test_db_upgrade(live: Live) -> None:

@@ -6,10 +6,14 @@ a client secret or a client key.
     B24GateError
     ├── ConfigError                   start-up: bad settings, unreadable or foreign master key
     ├── RequestError (400)            invalid_json, invalid_request, invalid_method
-    │   └── BodyTooLarge (413)        body_too_large
+    │   ├── BodyTooLarge (413)        body_too_large
+    │   └── InvalidSetting            invalid_setting: an administrator's value (``field``)
     ├── Unauthorized (401)            unauthorized
     ├── Forbidden (403)               portal_forbidden, method_forbidden, ip_forbidden
     ├── UnknownPortal (404)           unknown_portal
+    ├── UnknownClient (404)           unknown_client: no active client key of that name
+    ├── Conflict (409)                conflict: a name, domain or key id is taken
+    │   └── StoreConflict             (b24gate.store) raised by the store itself
     ├── NeedsAuthorization (409)      needs_authorization: the grant is gone, an admin must act
     ├── RateLimited (429)             rate_limited, with retry_after
     ├── UpstreamError
@@ -31,7 +35,24 @@ a client secret or a client key.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+# The values an administrator gives for a portal or a client key (:class:`InvalidSetting`).
+SettingField = Literal[
+    "burst",
+    "client_id",
+    "client_secret",
+    "ips",
+    "methods",
+    "name",
+    "oauth_url",
+    "plan",
+    "portals",
+    "rate",
+    "token_method",
+    "url",
+    "webhook_url",
+]
 
 
 class B24GateError(Exception):
@@ -61,6 +82,18 @@ class BodyTooLarge(RequestError):
     status = 413
 
 
+class InvalidSetting(RequestError):
+    """An administrator's value for a portal or a client key is refused (a URL that is not
+    https, a bad name, a budget out of range, a CIDR that is none). ``field`` names the
+    value, so that a command line can point at its option and an API at its field."""
+
+    code = "invalid_setting"
+
+    def __init__(self, field: SettingField, message: str) -> None:
+        super().__init__(message)
+        self.field: SettingField = field
+
+
 class Unauthorized(B24GateError):
     code = "unauthorized"
     status = 401
@@ -74,6 +107,19 @@ class Forbidden(B24GateError):
 class UnknownPortal(B24GateError):
     code = "unknown_portal"
     status = 404
+
+
+class UnknownClient(B24GateError):
+    code = "unknown_client"
+    status = 404
+
+
+class Conflict(B24GateError):
+    """Something that must be unique is taken (a portal's name or domain, a client's name
+    or key id), or a change does not fit what it changes (a webhook for an OAuth portal)."""
+
+    code = "conflict"
+    status = 409
 
 
 class NeedsAuthorization(B24GateError):

@@ -1,6 +1,7 @@
 """The Bitrix24 protocol: the OAuth token endpoint and ``app.info``, the REST client, error
-classification, method names, ``batch`` commands as Bitrix24 reads them, and incoming
-webhook URLs. It knows nothing of b24gate's clients or storage.
+classification, method names, ``batch`` commands as Bitrix24 reads them, portal addresses,
+incoming webhook URLs and the plans' request budgets. It knows nothing of b24gate's
+clients or storage.
 
     tokens = await OAuthClient(session).refresh(oauth_url, client_id, secret, refresh_token)
     answer = await RestClient(session).call(
@@ -27,6 +28,8 @@ from ._oauth import (
     server_endpoint_allowed,
     token_url,
 )
+from ._origin import DEFAULT_OAUTH_URL, Origin, is_loopback, portal_origin
+from ._plans import DEFAULT_PLAN, PLANS, PlanBudget
 from ._rest import DEFAULT_REST_TIMEOUT, RestClient
 from ._tokens import TokenSet
 from ._webhook import WebhookUrl, parse_webhook_url
@@ -34,23 +37,30 @@ from ._webhook import WebhookUrl, parse_webhook_url
 __all__ = [
     "ALLOWED_OAUTH_HOSTS",
     "DEFAULT_OAUTH_TIMEOUT",
+    "DEFAULT_OAUTH_URL",
+    "DEFAULT_PLAN",
     "DEFAULT_REST_TIMEOUT",
     "INVALID_BATCH",
     "METHOD_NAME",
+    "PLANS",
     "REFERENCE",
     "Batch",
     "BatchCommand",
     "OAuthClient",
+    "Origin",
+    "PlanBudget",
     "RestClient",
     "TokenSet",
     "WebhookUrl",
     "app_info_url",
     "has_reference",
+    "is_loopback",
     "is_read",
     "method_reads",
     "parse_batch",
     "parse_command",
     "parse_webhook_url",
+    "portal_origin",
     "server_endpoint_allowed",
     "token_url",
     "valid_method",

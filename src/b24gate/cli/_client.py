@@ -1,14 +1,16 @@
-"""``b24gate client …``: client API keys."""
+"""``b24gate client …``: client API keys. The rules are the core's (:mod:`b24gate.core`)."""
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..settings import Settings
-from ._base import _with_gateway, client_app, fail, run
+from ._base import client_app, usage, with_gateway
+
+if TYPE_CHECKING:
+    from ..core import Gateway, IssuedKey
+    from ..store import Client
 
 
 @client_app.command("add")
@@ -30,53 +32,34 @@ def client_add(
     ] = False,
 ) -> None:
     """Create a client API key; it is printed once and only its hash is stored."""
-    from ..core import new_key
-    from ..store import StoreConflict
+    from ..core import add_client, new_client
 
-    for cidr in ip or []:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise typer.BadParameter(
-                f"{cidr!r} is not an address or CIDR", param_hint="--ip"
-            ) from None
-    patterns = [m.strip() for m in methods.split(",") if m.strip()]
-    key = new_key()
+    with usage():
+        new = new_client(
+            name,
+            portal,
+            methods=[m for m in methods.split(",") if m.strip()],
+            ips=ip or [],
+            allow_url_key=allow_url_key,
+        )
 
-    async def work(cfg: Settings) -> None:
-        async def add(gw: Any) -> None:
-            try:
-                await gw.store.add_client(
-                    name,
-                    key.key_id,
-                    key.key_hash,
-                    list(portal),
-                    patterns,
-                    list(ip or []),
-                    allow_url_key,
-                )
-            except StoreConflict as exc:
-                fail(str(exc))
+    async def add(gw: Gateway) -> IssuedKey:
+        return await add_client(gw.store, new)
 
-        await _with_gateway(cfg, add)
-
-    run(work)
-    typer.echo(key.key)
+    issued = with_gateway(add)
+    typer.echo(issued.key)
     typer.echo(f"client {name}: keep this key now, it is not shown again", err=True)
 
 
 @client_app.command("list")
 def client_list() -> None:
     """Every client, its portals and whether it is revoked."""
+    from ..core import list_clients
 
-    async def work(cfg: Settings) -> list[Any]:
-        async def listing(gw: Any) -> list[Any]:
-            clients: list[Any] = await gw.store.clients()
-            return clients
+    async def listing(gw: Gateway) -> list[Client]:
+        return await list_clients(gw.store)
 
-        return await _with_gateway(cfg, listing)
-
-    for c in run(work):
+    for c in with_gateway(listing):
         state = "revoked" if c.revoked_at else "active"
         typer.echo(f"{c.name}\t{','.join(c.portals)}\t{','.join(c.methods) or '*'}\t{state}")
 
@@ -84,14 +67,10 @@ def client_list() -> None:
 @client_app.command("revoke")
 def client_revoke(name: str) -> None:
     """Revoke a client key; its next call is refused."""
+    from ..core import revoke_client
 
-    async def work(cfg: Settings) -> bool:
-        async def revoke(gw: Any) -> bool:
-            done: bool = await gw.store.revoke_client(name)
-            return done
+    async def revoke(gw: Gateway) -> None:
+        await revoke_client(gw.store, name)
 
-        return await _with_gateway(cfg, revoke)
-
-    if not run(work):
-        fail(f"no active client {name!r}")
+    with_gateway(revoke)
     typer.echo(f"client {name} revoked", err=True)

@@ -1,46 +1,22 @@
-"""``b24gate portal …``: register, change, connect and inspect portals."""
+"""``b24gate portal …``: register, change, connect and inspect portals. The rules (https or
+loopback, names, plans, budgets) are the core's (:mod:`b24gate.core`); here options are
+parsed and results printed."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..settings import Settings
-from ._base import DEFAULT_OAUTH_URL, _read_secret, _with_gateway, fail, portal_app, run
+from ..bitrix import DEFAULT_OAUTH_URL, PLANS
+from ._base import _read_secret, fail, portal_app, usage, with_gateway
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def normalise_url(value: str, what: str) -> tuple[str, str]:
-    """``(base URL, domain)``: https only, except loopback (the sandbox); no path, query or user."""
-    parts = urlsplit(value.strip())
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("https", "http") or not host:
-        raise typer.BadParameter(f"{value!r} is not an http(s) URL", param_hint=what)
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise typer.BadParameter(
-            "must be https:// (http is allowed only on loopback)", param_hint=what
-        )
-    if parts.username or parts.password or parts.query or parts.fragment or parts.path.strip("/"):
-        raise typer.BadParameter("give only scheme://host[:port], without a path", param_hint=what)
-    default_port = 443 if parts.scheme == "https" else 80
-    shown_host = f"[{host}]" if ":" in host else host
-    domain = shown_host if parts.port in (None, default_port) else f"{shown_host}:{parts.port}"
-    return f"{parts.scheme}://{domain}", domain
+if TYPE_CHECKING:
+    from ..core import Gateway, PortalStatus, WebhookAddress
 
 
 def _read_client_secret(file: Path | None, env: str | None) -> str:
@@ -54,58 +30,49 @@ def _read_client_secret(file: Path | None, env: str | None) -> str:
     return value
 
 
-def _read_webhook_url(file: Path | None, env: str | None) -> tuple[str, str, str]:
-    """``(webhook base URL, portal URL, domain)`` from --webhook-url-file or --webhook-url-env.
+def _read_webhook_url(file: Path | None, env: str | None) -> WebhookAddress:
+    """The webhook from --webhook-url-file or --webhook-url-env, checked by the core.
 
-    The URL's path holds the webhook's secret: no message here quotes it.
+    The URL's path holds the webhook's secret: no message quotes it.
     """
-    from ..bitrix import parse_webhook_url
+    from ..core import webhook_address
 
     if (file is None) == (env is None):
         raise typer.BadParameter("give exactly one of --webhook-url-file and --webhook-url-env")
-    hint = "--webhook-url-file" if file is not None else "--webhook-url-env"
     if file is not None:
         value = _read_secret(file)
     else:
         value = os.environ.get(env or "", "").strip()
         if not value:
             fail(f"the environment variable {env} is empty or unset")
-    try:
-        hook = parse_webhook_url(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=hint) from None
-    base, domain = normalise_url(hook.origin, hint)  # https, or http on loopback only
-    return base + hook.base.removeprefix(hook.origin), base, domain
+    with usage():
+        return webhook_address(value)
 
 
 def _when(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else None
 
 
-PLANS = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
 PlanOption = Annotated[
     str | None,
-    typer.Option(help="Bitrix24's plan: standard (2/s, bucket 50) or enterprise (5/s, 250)."),
+    typer.Option(
+        help="Bitrix24's plan: "
+        + " or ".join(f"{n} ({p.rate:g}/s, bucket {p.burst})" for n, p in PLANS.items())
+        + "."
+    ),
 ]
 RateOption = Annotated[
     float | None, typer.Option(help="Requests/s Bitrix24 drains for this portal; 0 = no limit.")
 ]
 BurstOption = Annotated[int | None, typer.Option(help="The size of the portal's request bucket.")]
-
-
-def budget(plan: str | None, rate: float | None, burst: int | None) -> dict[str, Any]:
-    """The portal's request budget from --plan or explicit --rate/--burst (or nothing)."""
-    if plan is not None and (rate is not None or burst is not None):
-        raise typer.BadParameter("give --plan or --rate/--burst, not both", param_hint="--plan")
-    if plan is not None:
-        if plan.lower() not in PLANS:
-            raise typer.BadParameter("standard or enterprise", param_hint="--plan")
-        rate, burst = PLANS[plan.lower()]
-    if rate is not None and not 0 <= rate <= 1000:
-        raise typer.BadParameter("between 0 (no limit) and 1000", param_hint="--rate")
-    if burst is not None and not 1 <= burst <= 100_000:
-        raise typer.BadParameter("between 1 and 100000", param_hint="--burst")
-    return {k: v for k, v in (("rate", rate), ("burst", burst)) if v is not None}
+ConnectByInstallOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--connect-by-install/--no-connect-by-install",
+        help="Let the app's install event connect the portal while it was never connected "
+        "(off: only `portal authorize` connects it).",
+    ),
+]
 
 
 @portal_app.command("add")
@@ -141,14 +108,16 @@ def portal_add(
     plan: PlanOption = None,
     rate: RateOption = None,
     burst: BurstOption = None,
+    connect_by_install: ConnectByInstallOption = None,
 ) -> None:
-    """Register a portal: an OAuth app (then `b24gate portal authorize NAME`, or install the
-    app with the handler `<public url>/bitrix/install`), or an incoming webhook."""
-    from ..store import NewPortal, StoreConflict
+    """Register a portal: an OAuth app (then `b24gate portal authorize NAME`, or with
+    --connect-by-install install the app with the handler `<public url>/bitrix/install`),
+    or an incoming webhook."""
+    from ..core import add_portal, oauth_portal, portal_name, request_budget, webhook_portal
 
-    if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
-        raise typer.BadParameter("letters, digits, - and _ only (at most 64)", param_hint="NAME")
-    limits = budget(plan, rate, burst)
+    with usage():
+        portal_name(name)
+        limits = request_budget(plan, rate, burst)
     webhook = webhook_url_file is not None or webhook_url_env is not None
     if webhook:
         oauth_only = {
@@ -158,6 +127,7 @@ def portal_add(
             "--client-secret-env": client_secret_env,
             "--oauth-url": oauth_url,
             "--token-method": oauth_method,
+            "--connect-by-install": connect_by_install,
         }
         given = [flag for flag, value in oauth_only.items() if value is not None]
         if given:
@@ -166,16 +136,9 @@ def portal_add(
                 "portal and is its only credential",
                 param_hint="--webhook-url-file/--webhook-url-env",
             )
-        hook_url, base, domain = _read_webhook_url(webhook_url_file, webhook_url_env)
-        new = NewPortal(
-            name=name,
-            url=base,
-            domain=domain,
-            scope=scope.replace(" ", ""),
-            kind="webhook",
-            webhook_url=hook_url,
-            **limits,
-        )
+        hook = _read_webhook_url(webhook_url_file, webhook_url_env)
+        with usage():
+            new = webhook_portal(name, hook, scope=scope, budget=limits)
     else:
         if url is None:
             raise typer.BadParameter(
@@ -183,36 +146,24 @@ def portal_add(
                 "--webhook-url-env",
                 param_hint="--url",
             )
-        if not client_id:
-            raise typer.BadParameter("an OAuth portal needs its app's client id")
-        base, domain = normalise_url(url, "--url")
-        oauth_base, _ = normalise_url(oauth_url or DEFAULT_OAUTH_URL, "--oauth-url")
-        token_method = (oauth_method or "POST").upper()
-        if token_method not in ("POST", "GET"):
-            raise typer.BadParameter("POST or GET", param_hint="--token-method")
         secret = _read_client_secret(client_secret_file, client_secret_env)
-        new = NewPortal(
-            name=name,
-            url=base,
-            domain=domain,
-            client_id=client_id,
-            client_secret=secret,
-            oauth_url=oauth_base,
-            scope=scope.replace(" ", ""),
-            token_method=token_method,
-            **limits,
-        )
+        with usage():
+            new = oauth_portal(
+                name,
+                url,
+                client_id or "",
+                secret,
+                oauth_url=oauth_url,
+                scope=scope,
+                token_method=oauth_method,
+                budget=limits,
+                connect_by_install=bool(connect_by_install),
+            )
 
-    async def work(cfg: Settings) -> None:
-        async def add(gw: Any) -> None:
-            try:
-                await gw.store.add_portal(new)
-            except StoreConflict as exc:
-                fail(str(exc))
+    async def add(gw: Gateway) -> None:
+        await add_portal(gw.store, new)
 
-        await _with_gateway(cfg, add)
-
-    run(work)
+    with_gateway(add)
     if webhook:
         typer.echo(
             f"portal {name} registered: it calls the incoming webhook at {new.domain}; "
@@ -221,7 +172,9 @@ def portal_add(
         )
         return
     typer.echo(
-        f"portal {name} registered; connect it with: b24gate portal authorize {name}", err=True
+        f"portal {name} registered; connect it with: b24gate portal authorize {name}"
+        + (" (or by installing the app)" if connect_by_install else ""),
+        err=True,
     )
 
 
@@ -237,50 +190,36 @@ def portal_set(
     plan: PlanOption = None,
     rate: RateOption = None,
     burst: BurstOption = None,
+    connect_by_install: ConnectByInstallOption = None,
 ) -> None:
-    """Change a portal: its request budget, or a webhook portal's incoming webhook (it was
-    deleted, or the portal moved)."""
-    from ..store import StoreConflict
+    """Change a portal: its request budget, whether the app's install event may connect it,
+    or a webhook portal's incoming webhook (it was deleted, or the portal moved)."""
+    from ..core import request_budget, set_portal
 
-    limits = budget(plan, rate, burst)
+    with usage():
+        limits = request_budget(plan, rate, burst)
     replace_hook = webhook_url_file is not None or webhook_url_env is not None
-    if not replace_hook and not limits:
-        raise typer.BadParameter("nothing to change: give --plan, --rate/--burst or a webhook URL")
+    if not replace_hook and not limits and connect_by_install is None:
+        raise typer.BadParameter(
+            "nothing to change: give --plan, --rate/--burst, --connect-by-install or a webhook URL"
+        )
     hook = _read_webhook_url(webhook_url_file, webhook_url_env) if replace_hook else None
 
-    async def work(cfg: Settings) -> None:
-        async def change(gw: Any) -> None:
-            portal = await gw.store.portal(name)
-            if portal is None:
-                fail(f"no portal {name!r}; see `b24gate portal list`")
-            changes: dict[str, Any] = dict(limits)
-            if hook is not None:
-                if portal.kind != "webhook":
-                    fail(
-                        f"portal {name!r} uses an OAuth app, not a webhook; register a webhook "
-                        "portal with `b24gate portal add NAME --webhook-url-file FILE`"
-                    )
-                hook_url, base, domain = hook
-                changes.update(
-                    url=base,
-                    domain=domain,
-                    webhook_url=hook_url,
-                    client_endpoint=None,
-                    state="connected",
-                    state_reason=None,
-                )
-            try:
-                await gw.store.update_portal(name, **changes)
-            except (StoreConflict, ValueError) as exc:
-                fail(str(exc))
+    async def change(gw: Gateway) -> None:
+        await set_portal(
+            gw.store, name, budget=limits, webhook=hook, connect_by_install=connect_by_install
+        )
 
-        await _with_gateway(cfg, change)
-
-    run(work)
+    with_gateway(change)
     if hook is not None:
-        typer.echo(f"portal {name}: it now calls the incoming webhook at {hook[2]}", err=True)
+        typer.echo(
+            f"portal {name}: it now calls the incoming webhook at {hook.origin.domain}", err=True
+        )
     if limits:
         typer.echo(f"portal {name}: request budget {limits}", err=True)
+    if connect_by_install is not None:
+        allowed = "may connect it" if connect_by_install else "may not connect it"
+        typer.echo(f"portal {name}: the app's install event {allowed}", err=True)
 
 
 @portal_app.command("authorize")
@@ -291,25 +230,21 @@ def portal_authorize(
     ] = False,
 ) -> None:
     """Print a one-time URL (valid 15 minutes) that an administrator opens to grant access."""
+    from ..core import portal_status
 
-    async def work(cfg: Settings) -> str:
-        async def ticket(gw: Any) -> str:
-            portal = await gw.store.portal(name)
-            if portal is None:
-                fail(f"no portal {name!r}; see `b24gate portal list`")
-            url: str = await gw.connector.ticket_url(portal, force=force)
-            return url
+    async def ticket(gw: Gateway) -> str:
+        status = await portal_status(gw.store, name)
+        return await gw.connector.ticket_url(status.portal, force=force)
 
-        return await _with_gateway(cfg, ticket)
-
-    typer.echo(run(work))
+    typer.echo(with_gateway(ticket))
     typer.echo(
         "open it in a browser signed in to the portal as an administrator (valid 15 minutes)",
         err=True,
     )
 
 
-def _status(portal: Any, grant: Any) -> dict[str, Any]:
+def _status(status: PortalStatus) -> dict[str, Any]:
+    portal, grant = status.portal, status.grant
     return {
         "name": portal.name,
         "kind": portal.kind,
@@ -320,6 +255,7 @@ def _status(portal: Any, grant: Any) -> dict[str, Any]:
         "access_expires_at": _when(grant.access_expires_at) if grant else None,
         "refresh_obtained_at": _when(grant.refresh_obtained_at) if grant else None,
         "requests": f"{portal.rate:g}/s, bucket {portal.burst}" if portal.rate else "no limit",
+        "connect_by_install": portal.connect_by_install if portal.kind == "oauth" else None,
     }
 
 
@@ -328,21 +264,15 @@ def portal_status(
     name: str, as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
 ) -> None:
     """The portal's token state."""
+    from ..core import portal_status as status_of
 
-    async def work(cfg: Settings) -> dict[str, Any]:
-        async def status(gw: Any) -> dict[str, Any]:
-            portal = await gw.store.portal(name)
-            if portal is None:
-                fail(f"no portal {name!r}; see `b24gate portal list`")
-            return _status(portal, await gw.store.grant(portal))
+    async def status(gw: Gateway) -> PortalStatus:
+        return await status_of(gw.store, name)
 
-        return await _with_gateway(cfg, status)
-
-    info = run(work)
+    info = _status(with_gateway(status))
     if as_json:
-        # DESIGN §3's fields, exactly.
-        # Exactly DESIGN §3's keys.
-        hidden = ("reason", "kind", "requests")
+        # A stable set of keys that scripts read (docs/design.md §3).
+        hidden = ("reason", "kind", "requests", "connect_by_install")
         typer.echo(json.dumps({k: v for k, v in info.items() if k not in hidden}))
         return
     lines = [f"{k}: {v}" for k, v in info.items() if v is not None]
@@ -357,12 +287,10 @@ def portal_status(
 @portal_app.command("list")
 def portal_list() -> None:
     """Every portal and its state."""
+    from ..core import list_portals
 
-    async def work(cfg: Settings) -> list[dict[str, Any]]:
-        async def listing(gw: Any) -> list[dict[str, Any]]:
-            return [_status(p, await gw.store.grant(p)) for p in await gw.store.portals()]
+    async def listing(gw: Gateway) -> list[PortalStatus]:
+        return await list_portals(gw.store)
 
-        return await _with_gateway(cfg, listing)
-
-    for info in run(work):
+    for info in map(_status, with_gateway(listing)):
         typer.echo(f"{info['name']}\t{info['domain']}\t{info['state']}")

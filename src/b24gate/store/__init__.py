@@ -12,6 +12,8 @@ from ._engine import database_url, make_engine, upgrade
 from ._keyfile import load_master_key
 from ._locks import LockTimeout
 from ._store import (
+    MAX_BURST,
+    MAX_RATE,
     Client,
     Grant,
     NewPortal,
@@ -25,6 +27,8 @@ from ._store import (
 )
 
 __all__ = [
+    "MAX_BURST",
+    "MAX_RATE",
     "ChangeWatch",
     "Cipher",
     "Client",

@@ -20,7 +20,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..errors import ConfigError, UnknownPortal
+from ..bitrix import parse_webhook_url, portal_origin
+from ..errors import ConfigError, Conflict, InvalidSetting, UnknownPortal
 from ._changes import ChangeWatch
 from ._crypto import KEY_MISMATCH, Cipher
 from ._engine import Dialect, dialect_of, make_engine, safe_url, upgrade, write_transaction
@@ -37,9 +38,13 @@ _STATES: Final = frozenset(get_args(PortalState))
 _TOKEN_METHODS: Final = frozenset(get_args(TokenMethod))
 _KINDS: Final = frozenset(get_args(PortalKind))
 _KEY_CHECK: Final = "b24gate master key check"
+# The request budgets a portal may have: Bitrix24's plans are 2/s (bucket 50) and 5/s (250);
+# an on-premise portal may be given more, within these bounds. Rate 0: no limit.
+MAX_RATE: Final = 1000.0
+MAX_BURST: Final = 100_000
 
 
-class StoreConflict(ValueError):
+class StoreConflict(Conflict):
     """A name, domain, key id or token that must be unique is taken, or a row it names is
     missing. The message says which, and never holds a secret."""
 
@@ -245,6 +250,9 @@ class Store:
             "connect_by_install": new.connect_by_install,
         }
         _check_budget(new.rate, new.burst)
+        _check_addresses(
+            {"url": new.url, "oauth_url": new.oauth_url, "webhook_url": new.webhook_url}
+        )
         if new.kind == "webhook":
             # Nothing to authorize: the webhook works as soon as Bitrix24 created it.
             values["state"] = "connected"
@@ -309,6 +317,7 @@ class Store:
             _check_choice("kind", values["kind"], _KINDS)
         if "rate" in values or "burst" in values:
             _check_budget(values.get("rate", 1.0), values.get("burst", 1))
+        _check_addresses(values)
         if "domain" in values:
             values["domain"] = values["domain"].lower()
         _check_lengths(portals, values)
@@ -752,7 +761,31 @@ def _reason(exc: BaseException) -> str:
 
 
 def _check_budget(rate: float, burst: int) -> None:
-    if not rate >= 0 or rate > 1000:  # `not >=` also refuses NaN
-        raise ValueError("a portal's rate must be between 0 (no limit) and 1000 requests/s")
-    if not 1 <= burst <= 100_000:
-        raise ValueError("a portal's burst must be between 1 and 100000")
+    if not 0 <= rate <= MAX_RATE:  # a chained comparison is False for NaN too
+        raise InvalidSetting(
+            "rate", f"a portal's rate must be between 0 (no limit) and {MAX_RATE:g} requests/s"
+        )
+    if isinstance(burst, bool) or not 1 <= burst <= MAX_BURST:
+        raise InvalidSetting("burst", f"a portal's burst must be between 1 and {MAX_BURST}")
+
+
+def _check_addresses(values: Mapping[str, Any]) -> None:
+    """Whoever registers a portal, its tokens and its webhook's secret never go to plain
+    http off loopback, nor to an address with a path or a user name (docs/security.md).
+    Only the webhook URL's origin is checked here and named in a message: its path is its
+    secret."""
+    for column in ("url", "oauth_url"):
+        value = values.get(column)
+        # A webhook portal has no OAuth server: its oauth_url is empty.
+        if value is None or (column == "oauth_url" and value == ""):
+            continue
+        try:
+            portal_origin(value)
+        except ValueError as exc:
+            raise InvalidSetting(column, f"a portal's {column}: {exc}") from None
+    hook = values.get("webhook_url")
+    if hook is not None:
+        try:
+            portal_origin(parse_webhook_url(hook).origin)
+        except ValueError as exc:
+            raise InvalidSetting("webhook_url", f"a portal's webhook URL: {exc}") from None
