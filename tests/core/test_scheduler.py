@@ -87,9 +87,20 @@ async def scheduler(bitrix: FakeBitrix) -> AsyncIterator[Scheduler]:
 
 def test_batchable() -> None:
     assert batchable({"fields": {"TITLE": "x", "OPPORTUNITY": 5, "RATE": 1.5}, "select": ["ID"]})
+    assert batchable({"fields": {"TITLE": "costs $5 or 5$", "COMMENTS": "$ 10"}})
     bad: dict[str, Any]
     for bad in (
         {"a": "see $Result[c0][ID]"},
+        # Bitrix24 resolves /\$(result|next|total|time|error)([^\s]*)/i, and more names
+        # once answers add them: each of these would read another caller's answer.
+        {"fields": {"TITLE": "$result_[c0][EMAIL]"}},
+        {"fields": {"TITLE": "x $error[c0][error_description]"}},
+        {"fields": {"TITLE": "$total[c0]"}},
+        {"fields": {"TITLE": "$next[c0]"}},
+        {"fields": {"TITLE": "$TIME[c0][start]"}},
+        {"fields": {"TITLE": "price $total[net]"}},
+        {"filter": {"$result": "1"}},
+        {"select": ["ID", "$signature[c0]"]},
         {"a": None},
         {"a": True},
         {"a": []},

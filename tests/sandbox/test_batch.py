@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from b24gate.sandbox import Clock
+from b24gate.sandbox._batch import batch_commands, parse_url, resolve
 
 from .conftest import MakeSandbox, connect, rest
 
@@ -29,7 +31,9 @@ LENGTH_EXCEEDED = {
 
 async def batch(http: httpx.AsyncClient, token: str, cmd: Any, **params: Any) -> dict[str, Any]:
     """The inner ``result`` of a batch, after checking the outer answer."""
-    response = await rest(http, "batch", token, cmd=cmd, **params)
+    if cmd is not None:
+        params["cmd"] = cmd
+    response = await rest(http, "batch", token, **params)
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {"result", "time"}  # no total/next at the top, even for list commands
@@ -312,3 +316,121 @@ async def test_a_batch_is_one_request_for_the_leaky_bucket(
         inner = await batch(http, token, ten)
         assert inner["result"]["c9"] == 30
     assert len(sb.portal.tables["crm.deal"].records) == 30  # the refused batch ran nothing
+
+
+# -- parsing as Bitrix24 does (CRestProvider::methodsBatch, CRestUtil::processBatchElement) --
+
+
+@pytest.mark.parametrize(
+    ("url", "parts"),
+    [
+        ("crm.deal.list?filter[ID]=1", {"path": "crm.deal.list", "query": "filter[ID]=1"}),
+        ("crm.x:user.get", {"scheme": "crm.x", "path": "user.get"}),
+        ("crm.deal.add#.list", {"path": "crm.deal.add", "fragment": ".list"}),
+        ("user.get?x#y", {"path": "user.get", "query": "x", "fragment": "y"}),
+        ("//host/user.get", {"host": "host", "path": "/user.get"}),
+        (" user.get ", {"path": " user.get "}),
+        ("user.get\n", {"path": "user.get_"}),  # control characters become `_`
+        ("user.get?a=1:2", {"path": "user.get", "query": "a=1:2"}),
+        ("user_x.get:a", {"path": "user_x.get:a"}),  # `_` is no scheme character
+        ("user.get:80", {"host": "user.get", "port": 80}),
+        ("a:/user.get", {"scheme": "a", "path": "/user.get"}),
+        (
+            "https://h:8080/p?q",
+            {"scheme": "https", "host": "h", "port": 8080, "path": "/p", "query": "q"},
+        ),
+        ("mailto:", {"scheme": "mailto"}),
+        (":80", None),
+        ("user.get:99999", None),
+        ("", {"path": ""}),
+    ],
+)
+def test_parse_url_reads_commands_as_php_does(url: str, parts: dict[str, Any] | None) -> None:
+    assert parse_url(url) == parts
+
+
+async def test_top_level_names_are_read_regardless_of_case(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    inner = await batch(client, token, None, CMD={"me": "user.current"}, HALT="false")
+    assert inner["result"]["me"]["ID"] == "1"
+    # Of several spellings, PHP keeps the last one sent.
+    response = await client.post(
+        "/rest/batch",
+        json={
+            "auth": token,
+            "cmd": {"add": "crm.deal.add?fields[TITLE]=first"},
+            "Cmd": {"me": "user.current"},
+        },
+    )
+    assert set(response.json()["result"]["result"]) == {"me"}
+    assert await deal_count(client, token) == 0
+
+
+async def test_halt_is_phps_bool(client: httpx.AsyncClient, token: str) -> None:
+    cmd = {"missing": "crm.deal.get?id=999", "after": "crm.deal.add?fields[TITLE]=x"}
+    # "false" is a non-empty string: true in PHP, so the batch stops.
+    assert (await batch(client, token, cmd, halt="false"))["result"] == []
+    assert (await batch(client, token, cmd, halt="0"))["result"] == {"after": 1}
+
+
+async def test_the_method_is_parse_urls_path(client: httpx.AsyncClient, token: str) -> None:
+    inner = await batch(
+        client,
+        token,
+        {
+            "scheme": "crm.x:user.current",
+            "fragment": "crm.deal.add?fields[TITLE]=kept#.list",
+            "host": "//portal/user.current",
+            "spaced": " user.current",
+        },
+    )
+    assert inner["result"]["scheme"]["ID"] == "1"
+    assert inner["result"]["fragment"] == 1
+    assert set(inner["result_error"]) == {"host", "spaced"}
+    assert inner["result_error"]["host"]["error"] == "ERROR_METHOD_NOT_FOUND"
+
+
+async def test_references_follow_bitrix24s_pattern(client: httpx.AsyncClient, token: str) -> None:
+    inner = await batch(
+        client,
+        token,
+        {
+            "me": "user.current",
+            "miss": "crm.deal.get?id=999",
+            "list": "crm.deal.list",
+            "a": "crm.deal.add?fields[TITLE]=mail%20$result_[me][EMAIL]"
+            "&fields[COMMENTS]=why%20$error[miss][error_description]",
+            "b": "crm.deal.add?fields[TITLE]=count%20$total[list]"
+            "&fields[COMMENTS]=$RESULT[me][EMAIL]%20$result[me][ADMIN]",
+            "c": "crm.deal.add?fields[TITLE]=$result[me][NAME][0]",
+            "get_a": "crm.deal.get?id=$result[a]",
+            "get_b": "crm.deal.get?id=$result[b]",
+            "get_c": "crm.deal.get?id=$result[c]",
+        },
+    )
+    result = inner["result"]
+    assert result["get_a"]["TITLE"] == "mail user1@sandbox.invalid"
+    assert result["get_a"]["COMMENTS"] == "why Not found"
+    assert result["get_b"]["TITLE"] == "count 0"
+    # `$RESULT` matches but names nothing; a boolean is not put into text: both stay.
+    assert result["get_b"]["COMMENTS"] == "$RESULT[me][EMAIL] $result[me][ADMIN]"
+    assert result["get_c"]["TITLE"] == "S"  # a string's offset, as PHP reads it
+
+
+def test_a_reference_that_leads_nowhere_stops_where_it_is() -> None:
+    answers = {"result": {"me": {"ID": "1"}}, "next": {}, "total": {}, "time": {}, "error": {}}
+    assert resolve("a=$result[me][NOPE]", answers) == {"a": {"ID": "1"}}
+    assert resolve("a=$result[none]", answers) == {"a": {"me": {"ID": "1"}}}
+    assert resolve("a=x%20$result[none]", answers) == {"a": "x $result[none]"}
+    # Keys are searched too, but parse_str leaves no `[...]` step in a key to follow.
+    assert resolve("b[$result]=2", answers) == {"b": {"$result": "2"}}
+    assert resolve("0", answers) == {}
+
+
+def test_batch_commands_is_what_bitrix24_would_run() -> None:
+    commands = batch_commands(
+        {"cmd": {"a": "crm.deal.list"}, "CMD": {"b": "crm.x:user.get", "c": 5, "d": "p#q"}}
+    )
+    assert [(c.key, c.method) for c in commands] == [("b", "user.get"), ("d", "p")]
+    assert len(batch_commands({"cmd": ["profile"] * 60})) == 50
