@@ -180,7 +180,7 @@ def _rest_responses(*, v3: bool) -> dict[str, Any]:
     own = {
         "400": "INVALID_REQUEST: the request could not be read (brackets, JSON, `.xml`).",
         "401": "NO_AUTH_FOUND, or INVALID_CREDENTIALS for a key in the path: no valid key.",
-        "403": "ACCESS_DENIED: the key may not use this portal, method or address.",
+        "403": "ACCESS_DENIED: not for this key (portal, method, address) or no valid grant.",
         "404": "ERROR_METHOD_NOT_FOUND: not a Bitrix24 method name.",
         "409": "UPSTREAM_OUTCOME_UNKNOWN: a write may have been done; do not resend blindly.",
         "413": "INVALID_REQUEST: the body is over the limit.",
