@@ -68,9 +68,12 @@ async def test_the_clients_request_id_comes_back_and_is_in_the_log_line(
 ) -> None:
     stack, key = connected
     headers = {"Authorization": f"Bearer {key}", "X-Request-Id": "1c-exchange-42"}
-    body = {"commands": [{"method": "profile"}]} if path == "/api/v1/batch" else {}
-    if path == "/api/v1/call":
-        body = {"method": "profile"}
+    bodies: dict[str, object] = {
+        "/api/v1/call": {"method": "profile"},
+        "/api/v1/batch": {"commands": [{"method": "profile"}]},
+        "/rest/profile": {},
+    }
+    body = bodies[path]
     collect = _Collect()
     calls = logging.getLogger("b24gate.calls")
     calls.addHandler(collect)
