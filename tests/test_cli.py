@@ -1,6 +1,6 @@
 """The gateway's `b24gate` command as a user and a script run it: a real process each time.
 
-DESIGN §3: exit 0 ok, 1 error with a one-line message on stderr, 2 usage error; the result
+docs/design.md §3: exit 0 ok, 1 error with a one-line message on stderr, 2 usage error; the result
 (a URL, a key, JSON) alone on stdout and everything else on stderr.
 
 Each invocation costs about a second of imports, so checks that do not depend on each

@@ -14,7 +14,7 @@ NOW = 1_780_000_000.0
 ACCESS = "s1morf609228iwyjjpvfv6wsvuja4p8u"
 REFRESH = "4f9k4jpmg13usmybzuqknt2v9fh0q6rl"
 
-# The documented example (protocol file §1.3).
+# The documented example (docs/protocol.md §1.3).
 RESPONSE: dict[str, Any] = {
     "access_token": ACCESS,
     "expires": 1780319382,

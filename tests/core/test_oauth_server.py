@@ -1,4 +1,4 @@
-"""Which OAuth server a refresh goes to (DESIGN §5)."""
+"""Which OAuth server a refresh goes to (docs/design.md §5.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The OAuth server (protocol file §1.2-1.5, §2.3): exchange a code, refresh a grant, and ask
+"""The OAuth server (docs/protocol.md §1.2-1.5, §2.3): exchange a code, refresh a grant, and ask
 ``app.info`` which application a token belongs to.
 
 The request is a POST form by default, so that the client secret, the code and the refresh
@@ -62,7 +62,7 @@ def app_info_url(oauth_url: str) -> str:
 def server_endpoint_allowed(url: str) -> bool:
     """True when ``url`` (a token response's ``server_endpoint``) is https on the allow-list.
 
-    Only then may its host serve as the token server (DESIGN §5).
+    Only then may its host serve as the token server (docs/design.md §5.3).
     """
     try:
         parts = urlsplit(url)

@@ -1,4 +1,4 @@
-"""The token set an OAuth server answers (protocol file §1.3), parsed once into a value object."""
+"""The token set an OAuth server answers (docs/protocol.md §1.3), parsed into a value object."""
 
 from __future__ import annotations
 

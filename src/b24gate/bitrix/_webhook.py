@@ -1,4 +1,4 @@
-"""Incoming webhook URLs (protocol file §2.1, §3.1): ``https://PORTAL/rest/USER_ID/CODE/``.
+"""Incoming webhook URLs (docs/protocol.md §2.1, §3.1): ``https://PORTAL/rest/USER_ID/CODE/``.
 
 The code in the path is the webhook's only credential, so a parsed URL keeps the whole of
 it out of ``repr()``, and no message here ever quotes the URL it was given.

@@ -2,7 +2,7 @@
 
 Bitrix24 answers lists 50 rows a page and, by default, counts every match again for each
 page. With ``start=-1`` it skips the count, and with ``order: {ID: ASC}`` plus
-``filter: {">ID": last}`` each page starts where the previous one ended (protocol file
+``filter: {">ID": last}`` each page starts where the previous one ended (docs/protocol.md
 §3.4). One ``batch`` carries up to 50 such pages, each taking its lower bound from the
 page before it (``filter[>ID]=$result[p0][49][ID]``), so one request brings up to 2,500
 records. The pages are read in order and the first one with fewer than 50 rows ends the

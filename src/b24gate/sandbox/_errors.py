@@ -1,6 +1,6 @@
 """Bitrix24's error answers: ``{"error": CODE, "error_description": TEXT}`` with its statuses.
 
-Statuses follow the current system-error table of Bitrix24's docs (protocol file §6).
+Statuses follow the current system-error table of Bitrix24's docs (docs/protocol.md §6).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def internal_error() -> RestError:
 
 
 def not_found() -> RestError:
-    # Method-level errors carry an empty code (protocol file §6).
+    # Method-level errors carry an empty code (docs/protocol.md §6).
     return RestError(400, "", "Not found")
 
 

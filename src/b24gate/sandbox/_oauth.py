@@ -1,7 +1,7 @@
 """The emulated OAuth server: applications, one-time codes, rotating tokens.
 
 Cloud-style: the portal issues codes at ``/oauth/authorize/``, the (same-process) OAuth
-server exchanges them at ``/oauth/token/`` (protocol file §1). Lifetimes come from the
+server exchanges them at ``/oauth/token/`` (docs/protocol.md §1). Lifetimes come from the
 config and are read from the injectable clock.
 """
 

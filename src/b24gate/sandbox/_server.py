@@ -202,7 +202,7 @@ class SandboxServer:
         portal = self.portal
         tail = request.match_info["tail"]
         # REST 3.0 (`/rest/api/…`): the same methods here, errors in its own shape
-        # `{"error": {"code", "message"}}` (protocol file §6; its other differences, such as
+        # `{"error": {"code", "message"}}` (docs/protocol.md §6; its other differences, such as
         # camelCase parameters, are not emulated).
         v3 = tail.startswith("api/")
         error = _error_v3 if v3 else _error

@@ -31,7 +31,7 @@ from ._schema import client_portals, clients, grants, meta, oauth_states, portal
 PortalState = Literal["connected", "needs_authorization", "not_connected"]
 TokenMethod = Literal["POST", "GET"]
 # "oauth": calls carry the grant's access token; "webhook": calls go to an incoming webhook
-# URL, which carries its own secret in its path (protocol file §2.1, §3.1).
+# URL, which carries its own secret in its path (docs/protocol.md §2.1, §3.1).
 PortalKind = Literal["oauth", "webhook"]
 
 _STATES: Final = frozenset(get_args(PortalState))
