@@ -5,11 +5,12 @@ a client secret or a client key.
 
     B24GateError
     ├── ConfigError                   start-up: bad settings, unreadable or foreign master key
-    ├── RequestError (400)            invalid_json, invalid_request, invalid_method
-    │   ├── BodyTooLarge (413)        body_too_large
+    ├── RequestError (400)            invalid_json, invalid_request, invalid_method, too_deep,
+    │                                 invalid_batch
+    │   ├── BodyTooLarge (413)        body_too_large, too_many_parameters
     │   └── InvalidSetting            invalid_setting: an administrator's value (``field``)
     ├── Unauthorized (401)            unauthorized
-    ├── Forbidden (403)               portal_forbidden, method_forbidden, ip_forbidden
+    ├── Forbidden (403)               method_forbidden, ip_forbidden
     ├── UnknownPortal (404)           unknown_portal
     ├── UnknownClient (404)           unknown_client: no active client key of that name
     ├── Conflict (409)                conflict: a name, domain or key id is taken

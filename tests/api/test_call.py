@@ -1,4 +1,4 @@
-"""`POST /api/v1/call`: success, Cyrillic, BOM, and every error status of DESIGN §4."""
+"""`POST /api/v1/call`: success, Cyrillic, BOM, and every error status of docs/http-api.md."""
 
 from __future__ import annotations
 
@@ -139,8 +139,12 @@ async def test_portal_method_and_address_permissions(connected: tuple[Stack, str
     crm_only = await stack.add_client("crm", portals=("demo",), methods=("CRM.*",))
     ok = await stack.call(crm_only, {"method": "crm.deal.list"})
     assert ok.status_code == 200
+    # A portal the key may not use answers as one that does not exist (no enumeration).
+    other = await stack.call(crm_only, {"portal": "other", "method": "crm.deal.list"})
+    nowhere = await stack.call(crm_only, {"portal": "nowhere", "method": "crm.deal.list"})
+    assert other.status_code == nowhere.status_code == 404
+    assert error_of(other)["code"] == error_of(nowhere)["code"] == "unknown_portal"
     for body, code in (
-        ({"portal": "other", "method": "crm.deal.list"}, "portal_forbidden"),
         ({"method": "user.current"}, "method_forbidden"),
         (
             {"method": "batch", "params": {"cmd": {"a": "crm.deal.list", "b": "user.current"}}},

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+from urllib.parse import unquote_plus
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from b24gate._php import MAX_INPUT_VARS, NestingTooDeep, TooManyVariables, unquote
 from b24gate.sandbox._params import build_php_query, parse_php_pairs, parse_php_query
 
 
@@ -138,3 +142,79 @@ def test_build_then_parse_round_trips(params: dict[str, Any]) -> None:
 def test_nulls_are_dropped_like_php(params: dict[str, str | None]) -> None:
     expected = {k: v for k, v in params.items() if v is not None}
     assert parse_php_query(build_php_query(params)) == expected
+
+
+# PHP's own rules, as `php_register_variable_ex` applies them (PHP 8.3).
+
+
+def test_appends_continue_after_the_largest_integer_key_like_php() -> None:
+    assert parse_php_query("a[]=1&a[]=2&a[5]=x&a[]=y") == {
+        "a": {"0": "1", "1": "2", "5": "x", "6": "y"}
+    }
+    # PHP 8.3: after a negative first key, `[]` takes the next one up.
+    assert parse_php_query("a[-3]=x&a[]=y") == {"a": {"-3": "x", "-2": "y"}}
+    # Only a canonical decimal is an integer key: "05" and "-0" are strings.
+    assert parse_php_query("a[05]=x&a[-0]=y&a[]=z") == {"a": {"05": "x", "-0": "y", "0": "z"}}
+    assert parse_php_query("a[][]=1&a[][]=2&a[ ]=3") == {"a": [["1"], ["2"], "3"]}
+
+
+def test_a_unicode_digit_is_a_plain_key_not_a_crash() -> None:
+    # "²".isdigit() is True, but int("²") raises: the old parser answered 500.
+    assert parse_php_query("a[²]=x&a[]=y") == {"a": {"²": "x", "0": "y"}}
+
+
+def test_names_are_mangled_like_php() -> None:
+    assert parse_php_query("a.b=1& c d=2") == {"a_b": "1", "c_d": "2"}
+    # An unclosed bracket at the top makes a plain name; a deeper one is ignored.
+    assert parse_php_query("a[b.c=1&x[y][z=2") == {"a_b_c": "1", "x": {"y": "2"}}
+    assert parse_php_query("a[b[c]=1") == {"a": {"b[c": "1"}}
+    assert parse_php_query("=1&[a]=2") == {}  # no name: PHP drops it
+
+
+def test_the_sixty_fifth_bracket_drops_the_variable_like_php() -> None:
+    ok = "a" + "[k]" * 64
+    parsed = parse_php_query(f"{ok}=1")
+    for _ in range(1 + 64):  # `a`, then 64 times `k`
+        parsed = parsed.get("a", parsed.get("k"))
+    assert parsed == "1"
+    # One level more: PHP drops the whole variable, what it held before included.
+    too_deep = "a" + "[k]" * 65
+    assert parse_php_query(f"a[x]=1&{too_deep}=2&b=3") == {"b": "3"}
+    with pytest.raises(NestingTooDeep):
+        parse_php_query(f"{too_deep}=2", strict=True)
+
+
+def test_the_thousand_and_first_pair_is_over_phps_cap() -> None:
+    pairs = [(f"p{i}", "x") for i in range(MAX_INPUT_VARS + 5)]
+    kept = parse_php_pairs(pairs)
+    assert len(kept) == MAX_INPUT_VARS  # PHP keeps the first 1,000
+    assert parse_php_pairs(pairs[:MAX_INPUT_VARS], strict=True) == kept
+    with pytest.raises(TooManyVariables):
+        parse_php_pairs(pairs, strict=True)
+
+
+def _cpu_seconds(pairs: list[tuple[str, str]]) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        parse_php_pairs(pairs, max_vars=len(pairs))
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def test_appending_is_linear_in_the_number_of_pairs() -> None:
+    """The old parser looked at every key of an array for each `[]` (64 KB of `a[]&`:
+    15 s). Ten times the pairs must cost about ten times the work, not a hundred: CPU
+    time of this process (other processes' load does not count), best of three."""
+    small, large = [("a[]", "")] * 10_000, [("a[]", "")] * 100_000
+    ratio = _cpu_seconds(large) / max(_cpu_seconds(small), 1e-4)
+    assert ratio < 30, ratio  # linear: ~10; quadratic: ~100
+    assert _cpu_seconds(large) < 2.0
+
+
+_PIECES = ["%", "4", "1", "A", "+", "\\", "x", "Д", "%D0%90", "%zz", "%5C", "%FF"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=12).map("".join))
+def test_unquote_is_phps_urldecode(text: str) -> None:
+    assert unquote(text) == unquote_plus(text)

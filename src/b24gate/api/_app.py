@@ -1,4 +1,4 @@
-"""The HTTP surface (DESIGN §4): ``/api/v1/call``, the OAuth connect pages, health checks;
+"""The HTTP surface (docs/design.md §4): ``/api/v1/call``, the OAuth connect pages, health checks;
 the bulk routes (``/api/v1/batch``, ``/api/v1/list``) come from :mod:`._bulk`."""
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from ..errors import B24GateError, Forbidden, RequestError
 from ..settings import Settings
 from ._body import read_body
 from ._bulk import add_bulk_routes
-from ._errors import error_response, json_response, log_call
+from ._errors import error_response, json_response, log_call, reduced_batch
 from ._fast import FastPaths
 from ._install import add_install_routes
 from ._openapi import describe
-from ._parse import json_object, params_object, target
+from ._parse import json_object, params_object, target, too_deep
 from ._rest import add_rest_routes
 
 log = logging.getLogger("b24gate.calls")
@@ -64,13 +64,28 @@ def parse_call(raw: bytes) -> Call:
     return Call(method, params_object(body.get("params"), "params"), portal, domain)
 
 
+# The connect pages: no script, no frame, no cache, no referrer. They are reached through
+# URLs carrying a ticket or an OAuth code, and show a portal's member_id; nothing of them
+# may be framed (clickjacking the connect step), kept by a cache, or sent on as a Referer.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 def _page(title: str, message: str, status: int) -> HTMLResponse:
     body = (
         "<!doctype html><meta charset='utf-8'><title>b24gate: " + html.escape(title) + "</title>"
         "<body style='font-family:sans-serif;max-width:40em;margin:3em auto'>"
         f"<h1>{html.escape(title)}</h1><p>{message}</p></body>"
     )
-    return HTMLResponse(body, status_code=status)
+    return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
 
 
 def create_app(
@@ -135,10 +150,16 @@ def create_app(
                 address=address,
             )
             portal, upstream_ms, status = result.portal, result.upstream_ms, 200
-            return json_response({"success": True, "data": result.body})
+            data = reduced_batch(result.body) if payload.method.lower() == "batch" else result.body
+            return json_response({"success": True, "data": data})
         except B24GateError as exc:
             status = exc.status
             return error_response(exc)
+        except RecursionError:
+            # The parsers cap nesting; should anything still recurse this deep, the
+            # client's input did it: a 400, not a 500 with a traceback per request.
+            status = 400
+            return error_response(too_deep("a parameter"))
         except Exception:
             log.exception("unexpected error in /api/v1/call (client=%s method=%s)", who, method)
             return error_response(B24GateError("internal error; see the gateway's log"))
@@ -156,7 +177,8 @@ def create_app(
             target = await gw.connector.start(ticket)
         except B24GateError as exc:
             return _page("Cannot connect the portal", html.escape(exc.message), exc.status)
-        return RedirectResponse(target, status_code=302)
+        # The redirect leaves the ticket's URL behind: no Referer carries it to the portal.
+        return RedirectResponse(target, status_code=302, headers=PAGE_HEADERS)
 
     @app.get("/oauth/callback", include_in_schema=False)
     async def oauth_callback(request: Request) -> Response:

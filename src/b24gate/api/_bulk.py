@@ -32,7 +32,7 @@ from ..errors import B24GateError, RequestError
 from ..store import Client
 from ._body import read_body
 from ._errors import dumps, error_body, error_response, json_response, log_call
-from ._parse import json_object, params_object, target
+from ._parse import json_object, params_object, target, too_deep
 
 log = logging.getLogger("b24gate.calls")
 _BATCH_FIELDS = frozenset({"portal", "domain", "commands"})
@@ -253,6 +253,9 @@ def add_bulk_routes(app: FastAPI) -> None:
         except B24GateError as exc:
             status = exc.status
             return error_response(exc)
+        except RecursionError:
+            status = 400  # the client's input nested past every cap: its error, not ours
+            return error_response(too_deep("a parameter"))
         except Exception:
             log.exception("unexpected error in /api/v1/batch (client=%s)", who)
             return error_response(B24GateError("internal error; see the gateway's log"))
@@ -316,6 +319,9 @@ def add_bulk_routes(app: FastAPI) -> None:
         except B24GateError as exc:
             status = exc.status
             return error_response(exc)
+        except RecursionError:
+            status = 400  # the client's input nested past every cap: its error, not ours
+            return error_response(too_deep("a parameter"))
         except Exception:
             log.exception("unexpected error in /api/v1/list (client=%s method=%s)", who, method)
             return error_response(B24GateError("internal error; see the gateway's log"))

@@ -1,10 +1,11 @@
-"""Errors as the JSON every client gets (DESIGN §4)."""
+"""Errors as the JSON every client gets (docs/design.md §4), and the one log line per call."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -20,8 +21,37 @@ def dumps(body: Any) -> bytes:
     return orjson.dumps(body)
 
 
+# Answers carry portal data and the gateway's own errors: no cache on the way keeps them.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={**NO_STORE, **(headers or {})},
+    )
+
+
+def bitrix_words(error: Any) -> dict[str, str]:
+    """Of an error Bitrix24 answered, only its ``error`` and ``error_description``: other
+    fields (a portal's debug output, whatever a future version adds) are not the client's."""
+    body = error if isinstance(error, Mapping) else {}
+    return {
+        "error": str(body.get("error") or ""),
+        "error_description": str(body.get("error_description") or ""),
+    }
+
+
+def reduced_batch(body: dict[str, Any]) -> dict[str, Any]:
+    """A ``batch`` answer whose per-command errors (``result.result_error``) hold only
+    Bitrix24's two fields each."""
+    outer = body.get("result")
+    if not isinstance(outer, dict) or not isinstance(outer.get("result_error"), Mapping):
+        return body
+    errors = {key: bitrix_words(error) for key, error in outer["result_error"].items()}
+    return {**body, "result": {**outer, "result_error": errors}}
 
 
 def error_body(exc: B24GateError) -> tuple[dict[str, Any], dict[str, str]]:

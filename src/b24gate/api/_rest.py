@@ -12,19 +12,31 @@ key), the queue full is 503 ``QUERY_LIMIT_EXCEEDED``, which clients already back
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import Response
 
-from .._php import Params, parse_php_pairs, parse_php_query
+from .._php import (
+    MAX_INPUT_NESTING,
+    MAX_INPUT_VARS,
+    NestingTooDeep,
+    Params,
+    TooManyVariables,
+    parse_php_pairs,
+    raw_pairs,
+    unquote,
+    unquote_bytes,
+)
 from ..core import Gateway, authenticate, peer_address
 from ..errors import (
     B24GateError,
@@ -43,93 +55,262 @@ from ..errors import (
 )
 from ..store import Client
 from ._body import read_body
-from ._errors import dumps, log_call
+from ._errors import NO_STORE, bitrix_words, dumps, log_call, reduced_batch
+from ._parse import check_depth_yielding, too_deep
 
 log = logging.getLogger("b24gate.calls")
 _BOM = b"\xef\xbb\xbf"
 
+# The only look a request gets at what it sent before its key is checked: a search from the
+# end (in C) for the last `auth` (PHP keeps the last one). The full parse afterwards must find
+# the same key there, so that a search and a parser that disagree refuse the request
+# rather than let it through.
+_JSON_KEY = re.compile(rb'"auth"\s*:\s*"(b24_[0-9a-f]{12}_[A-Za-z0-9_-]{43})"')
+# How many `"auth"` from the end a JSON body is searched for one holding a key: a client's
+# own parameter named `auth` may come after the key (the clients put theirs last).
+_JSON_TRIES = 8
+# A value longer than this is decoded a slice at a time, the event loop free in between:
+# an authenticated client's 8 MiB of `%4` is most of a second of decoding, which other
+# requests (and /healthz) must not wait for. (A worker thread would not help: the decoder
+# is C code that holds the GIL.)
+_SLICE = 64 * 1024
+
 
 @dataclass(frozen=True)
-class RestRequest:
+class Target:
+    """What the path says: the method, a webhook-style key, REST 3.0 or not."""
+
     method: str
-    params: Params
-    key: str | None
-    url_key: bool  # the key came in the URL path (webhook style)
+    path_key: str | None
     v3: bool  # a REST 3.0 path: /rest/api/...
 
 
-def _split_path(tail: str) -> tuple[str, str | None, bool]:
-    """``(method, key from the path, is REST 3.0)`` from what follows ``/rest/``."""
+def _split_path(tail: str) -> Target:
+    """The :class:`Target` of what follows ``/rest/``."""
     v3 = tail.startswith("api/")
     if v3:
         tail = tail[4:]
     parts = tail.split("/")
     method = parts[-1].removesuffix(".json")
     if len(parts) == 3:
-        return method, parts[1], v3
+        return Target(method, parts[1], v3)
     if len(parts) != 1:
-        return "", None, v3
-    return method, None, v3
+        return Target("", None, v3)
+    return Target(method, None, v3)
+
+
+def _kind(request: Request, raw: bytes) -> str:
+    """``multipart``, ``json`` or ``form``: how the body is read, as Bitrix24 reads it."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return "multipart"
+    if content_type == "application/json" or raw.lstrip(_BOM).lstrip()[:1] == b"{":
+        return "json"
+    return "form"
+
+
+def _form_key(text: str) -> str | None:
+    """The value of a query string's or form's last ``auth=`` pair."""
+    at = text.rfind("&auth=")
+    if at >= 0:
+        start = at + 6
+    elif text.startswith("auth="):
+        start = 5
+    else:
+        return None
+    end = text.find("&", start)
+    value = text[start:] if end < 0 else text[start:end]
+    # A key is 64 characters; anything much longer is no key, and is not decoded.
+    return unquote(value) if 0 < len(value) <= 256 else None
+
+
+def _json_key(raw: bytes) -> str | None:
+    """A client key in one of a JSON body's last ``"auth"`` fields."""
+    end = len(raw)
+    for _ in range(_JSON_TRIES):
+        at = raw.rfind(b'"auth"', 0, end)
+        if at < 0:
+            return None
+        found = _JSON_KEY.match(raw, at)
+        if found:
+            return found.group(1).decode()
+        end = at
+    return None
+
+
+def _bearer(header: str | None) -> str | None:
+    scheme, _, value = (header or "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("the form is not UTF-8", code="invalid_request") from None
+
+
+def _too_many() -> BodyTooLarge:
+    return BodyTooLarge(
+        f"more than {MAX_INPUT_VARS} parameters (PHP's max_input_vars)",
+        code="too_many_parameters",
+    )
+
+
+def _nested(pairs: list[tuple[str, str]]) -> Params:
+    """Decoded pairs nested by PHP's rules, PHP's caps refused with a clear error."""
+    try:
+        return parse_php_pairs(pairs, strict=True)
+    except TooManyVariables:
+        raise _too_many() from None
+    except NestingTooDeep as exc:
+        raise RequestError(str(exc), code="too_deep") from None
+
+
+async def _decoded(text: str) -> str:
+    if len(text) <= _SLICE:
+        return unquote(text)
+    parts = []
+    start = 0
+    while start < len(text):
+        end = start + _SLICE
+        # Never cut inside an escape: a `%` among the slice's last two characters starts
+        # the next slice.
+        end = text.rfind("%", end - 2, end) if "%" in text[end - 2 : end] else end
+        parts.append(unquote_bytes(text[start:end]))
+        start = end
+        await asyncio.sleep(0)
+    return b"".join(parts).decode("utf-8", "replace")
+
+
+async def _form(text: str) -> Params:
+    """A query string or form, by PHP's rules and caps, decoded a slice at a time."""
+    pairs = []
+    for count, (name, value) in enumerate(raw_pairs(text), 1):
+        if count > MAX_INPUT_VARS:
+            raise _too_many()
+        pairs.append((await _decoded(name), await _decoded(value)))
+    return _nested(pairs)
 
 
 async def _once(raw: bytes) -> AsyncGenerator[bytes, None]:
     yield raw
 
 
-async def _params(request: Request, limit: int) -> Params:
-    params = parse_php_query(request.url.query)
-    if request.method != "POST":
-        return params
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await read_body(request, limit)
-    if content_type == "multipart/form-data":
-        # The body is read within the limit first: the form parser bounds each part, not
-        # the whole body. A malformed body is the client's error (400), not ours (500).
-        parser = MultiPartParser(request.headers, _once(raw), max_part_size=limit)
-        try:
-            form = await parser.parse()
-        except MultiPartException as exc:
-            raise RequestError(f"the multipart body is malformed: {exc.message}") from None
-        try:
-            params.update(
-                parse_php_pairs(
-                    (k, v) for k, v in form.multi_items() if not isinstance(v, UploadFile)
-                )
-            )
-        finally:
-            await form.close()
-        return params
-    if content_type == "application/json" or raw.lstrip(_BOM).lstrip()[:1] == b"{":
-        try:
-            body = json.loads(raw.removeprefix(_BOM).decode("utf-8") or "{}")
-        except (UnicodeDecodeError, ValueError):
-            raise RequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
-        if not isinstance(body, dict):
-            raise RequestError("the body must be a JSON object", code="invalid_json")
-        params.update(body)
-    elif raw:
-        try:
-            params.update(parse_php_query(raw.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise RequestError("the form is not UTF-8", code="invalid_request") from None
-    return params
+async def _multipart(request: Request, raw: bytes, limit: int) -> list[tuple[str, str]]:
+    """The text fields of a multipart body (files are ignored, as documented). The body is
+    read within the limit first: the form parser bounds each part and the number of fields
+    (PHP's 1,000), not the whole body. A malformed body is the client's error (400)."""
+    parser = MultiPartParser(
+        request.headers,
+        _once(raw),
+        max_files=MAX_INPUT_VARS,
+        max_fields=MAX_INPUT_VARS,
+        max_part_size=limit,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise RequestError(f"the multipart body is malformed: {exc.message}") from None
+    try:
+        return [(k, v) for k, v in form.multi_items() if not isinstance(v, UploadFile)]
+    finally:
+        await form.close()
 
 
-async def parse(request: Request, tail: str, limit: int) -> RestRequest:
-    method, path_key, v3 = _split_path(tail)
-    if method.lower().endswith(".xml"):
-        # Bitrix24 reads `.xml` as "answer in XML": it would do the call and the gateway,
-        # which reads JSON, would lose the answer (a write done, reported as a failure).
-        raise RequestError("XML answers are not supported: use the .json suffix or none")
-    params = await _params(request, limit)
-    body_key = params.pop("auth", None)
-    if path_key is not None:
-        return RestRequest(method, params, path_key, True, v3)
-    header = request.headers.get("authorization")
-    key = body_key if isinstance(body_key, str) and body_key else None
-    if key is None and header and header.lower().startswith("bearer "):
-        key = header[7:].strip()
-    return RestRequest(method, params, key, False, v3)
+async def _json_body(raw: bytes) -> Params:
+    try:
+        body = orjson.loads(raw.removeprefix(_BOM).strip() or b"{}")
+    except (ValueError, RecursionError):
+        # orjson refuses more than 1,024 levels itself: a ValueError like any bad JSON.
+        raise RequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object", code="invalid_json")
+    # The top-level object stands for $_REQUEST; its values nest as deep as brackets may.
+    await check_depth_yielding(body, "the body", MAX_INPUT_NESTING + 1)
+    return body
+
+
+async def _body_params(kind: str, raw: bytes, pairs: list[tuple[str, str]] | None) -> Params:
+    if kind == "json":
+        return await _json_body(raw)
+    if pairs is not None:
+        return _nested(pairs)
+    return await _form(_text(raw)) if raw else {}
+
+
+@dataclass
+class RestRequest:
+    """A ``/rest/`` request, its client authenticated before its parameters were parsed."""
+
+    target: Target
+    client: Client
+    params: Params
+
+
+async def _client(gw: Gateway, key: str | None, *, in_url: bool) -> Client:
+    if key is None:
+        raise Unauthorized("no client key")
+    await gw.reads.refresh()
+    client = await authenticate(gw.reads, f"Bearer {key}")
+    if in_url and not client.allow_url_key:
+        # The key was in a URL (path or query string), where proxies' access logs keep it;
+        # refuse it the same way as a bad key, so that a probe learns nothing.
+        raise Unauthorized("this key may not travel in a URL")
+    return client
+
+
+def _same_key(key: str, *others: Any) -> None:
+    for other in others:
+        if other is not None and other != key:
+            raise Unauthorized("the request carries different client keys")
+
+
+async def _key_in_body(
+    request: Request, kind: str, raw: bytes, limit: int
+) -> tuple[str | None, list[tuple[str, str]] | None]:
+    """The key a body carries as ``auth``, found without parsing the body (a multipart
+    form, at most 1,000 fields, is parsed: its fields come back for the later parse)."""
+    if kind == "multipart":
+        pairs = await _multipart(request, raw, limit)
+        found = [value for name, value in pairs if name == "auth"]
+        return (found[-1] if found else None), pairs
+    if kind == "json":
+        return _json_key(raw), None
+    return _form_key(_text(raw)), None
+
+
+async def parse(request: Request, target: Target, gw: Gateway) -> RestRequest:
+    """Authenticate, then parse. The key comes from the path, the query string or the
+    ``Authorization`` header without anything being parsed; only when it is in none of
+    them is the body read for it. A request without a valid key costs a scan, never a
+    parse of what it sent."""
+    limit = gw.settings.body_limit
+    query = request.url.query
+    query_key = _form_key(query)
+    header_key = _bearer(request.headers.get("authorization"))
+    outside = [k for k in (target.path_key, query_key, header_key) if k is not None]
+    client: Client | None = None
+    if outside:
+        key: str | None = outside[0]
+        _same_key(outside[0], *outside[1:])
+        in_url = target.path_key is not None or query_key is not None
+        client = await _client(gw, key, in_url=in_url)
+    raw = await read_body(request, limit) if request.method == "POST" else b""
+    kind = _kind(request, raw) if raw else "form"
+    pairs = None
+    if client is None:
+        key, pairs = await _key_in_body(request, kind, raw, limit)
+        client = await _client(gw, key, in_url=False)
+    elif kind == "multipart":
+        pairs = await _multipart(request, raw, limit)
+    assert key is not None  # _client refuses a missing key
+    from_query = await _form(query)
+    from_body = await _body_params(kind, raw, pairs)
+    # Neither part may name another key than the one checked; `auth` never goes upstream.
+    _same_key(key, from_query.pop("auth", None), from_body.pop("auth", None))
+    # PHP's $_REQUEST: the body's values win over the query string's.
+    return RestRequest(target, client, {**from_query, **from_body})
 
 
 def bitrix_error(exc: B24GateError, *, url_key: bool) -> tuple[int, str, str]:
@@ -167,39 +348,33 @@ def bitrix_error(exc: B24GateError, *, url_key: bool) -> tuple[int, str, str]:
 
 
 def _answer(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={**NO_STORE, **(headers or {})},
+    )
 
 
 def error_response(exc: B24GateError, *, url_key: bool, v3: bool) -> Response:
     if isinstance(exc, BitrixError) and not isinstance(exc, TokenRejected):
-        body = (
-            exc.body
-            if isinstance(exc.body, dict)
-            else {
-                "error": exc.error,
-                "error_description": exc.description,
-            }
-        )
-        return _answer(body, exc.status)
+        # Bitrix24's own error: its two fields, never the rest of its body (the gateway's
+        # token is already scrubbed from them where the call was made).
+        words = bitrix_words({"error": exc.error, "error_description": exc.description})
+        if v3:
+            return _answer(
+                {"error": {"code": words["error"], "message": words["error_description"]}},
+                exc.status,
+            )
+        return _answer(words, exc.status)
     status, error, description = bitrix_error(exc, url_key=url_key)
     headers = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
     if v3:
-        # REST 3.0's error shape (protocol file §6).
+        # REST 3.0's error shape (docs/protocol.md §6).
         return _answer({"error": {"code": error, "message": description}}, status, headers)
     return _answer({"error": error, "error_description": description}, status, headers)
-
-
-async def _client(gw: Gateway, rest: RestRequest) -> Client:
-    if rest.key is None:
-        raise Unauthorized("no client key")
-    await gw.reads.refresh()
-    client = await authenticate(gw.reads, f"Bearer {rest.key}")
-    if rest.url_key and not client.allow_url_key:
-        # The key was in a URL; refuse it the same way, so that a probe learns nothing.
-        raise Unauthorized("this key may not travel in a URL")
-    return client
 
 
 def add_rest_routes(app: FastAPI) -> None:
@@ -207,30 +382,43 @@ def add_rest_routes(app: FastAPI) -> None:
         gw: Gateway = request.app.state.gateway
         started = time.perf_counter()
         who, portal, method, status, upstream_ms = "-", "-", "-", 500, 0.0
-        url_key = v3 = False
+        target = _split_path(tail)
+        url_key, v3 = target.path_key is not None, target.v3
         try:
-            rest = await parse(request, tail, gw.settings.body_limit)
-            url_key, v3 = rest.url_key, rest.v3
-            method = rest.method[:100]
-            client = await _client(gw, rest)
-            who = client.name
+            method = target.method[:100]
+            if target.method.lower().endswith(".xml"):
+                # Bitrix24 reads `.xml` as "answer in XML": it would do the call and the
+                # gateway, which reads JSON, would lose the answer (a write done, reported
+                # as a failure).
+                raise RequestError("XML answers are not supported: use the .json suffix or none")
+            rest = await parse(request, target, gw)
+            who = rest.client.name
             address = peer_address(
                 request.client.host if request.client else None,
                 request.headers.getlist("x-forwarded-for"),
                 gw.settings.trusted_proxies,
             )
             result = await gw.dispatcher.call(
-                client,
-                rest.method,
+                rest.client,
+                target.method,
                 rest.params,
                 portal_name=portal_name,
                 address=address,
-                v3=rest.v3,
+                v3=target.v3,
             )
             portal, upstream_ms, status = result.portal, result.upstream_ms, 200
-            return _answer(result.body, 200)
+            body = result.body
+            if not target.v3 and target.method.lower() == "batch":
+                body = reduced_batch(body)
+            return _answer(body, 200)
         except B24GateError as exc:
             response = error_response(exc, url_key=url_key, v3=v3)
+            status = response.status_code
+            return response
+        except RecursionError:
+            # Nothing should nest this deep past the parsers' caps; if it did, the
+            # client's input did it: its error, and no traceback per request in the log.
+            response = error_response(too_deep("a parameter"), url_key=url_key, v3=v3)
             status = response.status_code
             return response
         except Exception:

@@ -204,4 +204,20 @@ class RestClient:
             raise _bitrix_error(method, status, body, auth)
         if status >= 400:
             raise UpstreamInvalid(f"{method}: HTTP {status} without an error code")
+        if auth:
+            _scrub_command_errors(body, auth)
         return body
+
+
+def _scrub_command_errors(body: dict[str, Any], auth: str) -> None:
+    """A batch's per-command errors are Bitrix24's words as well: like a call's own error
+    (:func:`_bitrix_error`), they must never carry the token if Bitrix24 echoed it."""
+    outer = body.get("result")
+    errors = outer.get("result_error") if isinstance(outer, dict) else None
+    if not isinstance(errors, dict):
+        return
+    for error in errors.values():
+        if isinstance(error, dict):
+            for field in ("error", "error_description"):
+                if isinstance(error.get(field), str):
+                    error[field] = error[field].replace(auth, "[redacted]")
