@@ -25,9 +25,9 @@ def client_add(
         bool,
         typer.Option(
             "--allow-url-key",
-            help="Also accept the key in a webhook-style URL (/rest/1/KEY/METHOD) for clients "
-            "that only take a webhook URL. A key in a URL lands in access logs: see "
-            "docs/drop-in.md.",
+            help="Also accept the key in a URL: webhook-style (/rest/1/KEY/METHOD) or in the "
+            "query string (?auth=KEY), for clients that only take a webhook URL. A key in a "
+            "URL lands in access logs: see docs/drop-in.md.",
         ),
     ] = False,
 ) -> None:
