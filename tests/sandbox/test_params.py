@@ -173,7 +173,7 @@ def test_names_are_mangled_like_php() -> None:
 
 def test_the_sixty_fifth_bracket_drops_the_variable_like_php() -> None:
     ok = "a" + "[k]" * 64
-    parsed = parse_php_query(f"{ok}=1")
+    parsed: Any = parse_php_query(f"{ok}=1")
     for _ in range(1 + 64):  # `a`, then 64 times `k`
         parsed = parsed.get("a", parsed.get("k"))
     assert parsed == "1"
