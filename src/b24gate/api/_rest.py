@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import Response
@@ -74,6 +75,22 @@ _JSON_TRIES = 8
 # requests (and /healthz) must not wait for. (A worker thread would not help: the decoder
 # is C code that holds the GIL.)
 _SLICE = 64 * 1024
+
+
+class _Tail(Convertor[str]):
+    """Starlette's ``path``, but newlines too: a ``%0A`` in a method name must reach the
+    handler (a Bitrix24-shaped 401 or 404, one escaped log line), not FastAPI's own 404."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("rest_tail", _Tail())
 
 
 @dataclass(frozen=True)
@@ -437,7 +454,7 @@ def add_rest_routes(app: FastAPI) -> None:
         return await handle(request, request.path_params["tail"], request.path_params["name"])
 
     for path, endpoint in (
-        ("/rest/{tail:path}", rest_only),
-        ("/portals/{name}/rest/{tail:path}", rest_named),
+        ("/rest/{tail:rest_tail}", rest_only),
+        ("/portals/{name}/rest/{tail:rest_tail}", rest_named),
     ):
         app.add_route(path, endpoint, methods=["GET", "POST"], include_in_schema=False)
