@@ -6,10 +6,13 @@ from typing import Any
 
 import pytest
 
+from b24gate._php import parse_php_query
 from b24gate.bitrix import (
     INVALID_BATCH,
     REFERENCE,
     BatchCommand,
+    batchable,
+    encode_batch,
     has_reference,
     is_read,
     parse_batch,
@@ -173,3 +176,45 @@ def test_the_reference_pattern_is_bitrix24s() -> None:
     assert (found.group(1), found.group(2)) == ("result", "_[c0][EMAIL]")
     assert REFERENCE.search("$ERROR[c0]") is not None
     assert REFERENCE.search("$reſult[c0]") is None  # PCRE without /u: ASCII case only
+
+
+def test_batchable() -> None:
+    assert batchable({"fields": {"TITLE": "x", "OPPORTUNITY": 5, "RATE": 1.5}, "select": ["ID"]})
+    assert batchable({"fields": {"TITLE": "costs $5 or 5$", "COMMENTS": "$ 10"}})
+    bad: dict[str, Any]
+    for bad in (
+        {"a": "see $Result[c0][ID]"},
+        # Bitrix24 resolves /\$(result|next|total|time|error)([^\s]*)/i, and more names
+        # once answers add them: each of these would read another caller's answer.
+        {"fields": {"TITLE": "$result_[c0][EMAIL]"}},
+        {"fields": {"TITLE": "x $error[c0][error_description]"}},
+        {"fields": {"TITLE": "$total[c0]"}},
+        {"fields": {"TITLE": "$next[c0]"}},
+        {"fields": {"TITLE": "$TIME[c0][start]"}},
+        {"fields": {"TITLE": "price $total[net]"}},
+        {"filter": {"$result": "1"}},
+        {"select": ["ID", "$signature[c0]"]},
+        {"a": None},
+        {"a": True},
+        {"a": []},
+        {"a": {}},
+        {"a[b]": 1},
+        {"a": float("nan")},
+    ):
+        assert not batchable(bad), bad
+
+
+def test_a_batch_the_gateway_writes_is_read_back_as_the_calls_it_packed() -> None:
+    # In a query string every value is text, as in any form Bitrix24 reads.
+    calls: dict[str, tuple[str, dict[str, Any]]] = {
+        "c0": ("crm.deal.add", {"fields": {"TITLE": "A&B ё #1 = 50%", "OPPORTUNITY": "10.5"}}),
+        "c1": ("crm.deal.list", {"filter": {">ID": "7"}, "select": ["ID", "TITLE"]}),
+        "c2": ("profile", {"x": "?a=b&c"}),
+    }
+    assert all(batchable(params) for _, params in calls.values())
+    packed = encode_batch(calls)
+    assert packed["halt"] == 0  # one command's error does not stop the others
+    batch = parse_batch(packed)
+    assert [(c.key, c.method) for c in batch.commands] == [(k, m) for k, (m, _) in calls.items()]
+    for command in batch.commands:
+        assert parse_php_query(command.query) == calls[command.key][1]

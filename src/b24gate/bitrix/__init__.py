@@ -1,7 +1,8 @@
 """The Bitrix24 protocol: the OAuth token endpoint and ``app.info``, the REST client, error
-classification, method names, ``batch`` commands as Bitrix24 reads them, portal addresses,
-incoming webhook URLs and the plans' request budgets. It knows nothing of b24gate's
-clients or storage.
+classification, method names, ``batch`` commands as Bitrix24 reads them and as the gateway
+writes them, ``batch`` answers split by command, Bitrix24's fixed limits (50 commands a
+batch, 50 rows a page, operating time), portal addresses, incoming webhook URLs and the
+plans' request budgets. It knows nothing of b24gate's clients or storage.
 
     tokens = await OAuthClient(session).refresh(oauth_url, client_id, secret, refresh_token)
     answer = await RestClient(session).call(
@@ -9,16 +10,21 @@ clients or storage.
     )
 """
 
+from ._batch import BatchAnswer, as_map, command_error
 from ._commands import (
     INVALID_BATCH,
     REFERENCE,
     Batch,
     BatchCommand,
+    batchable,
+    encode_batch,
+    encode_command,
     has_reference,
     is_read,
     parse_batch,
     parse_command,
 )
+from ._limits import BATCH_LIMIT, OPERATING_LIMIT, PAGE_SIZE
 from ._names import METHOD_NAME, method_reads, valid_method
 from ._oauth import (
     ALLOWED_OAUTH_HOSTS,
@@ -36,15 +42,19 @@ from ._webhook import WebhookUrl, parse_webhook_url
 
 __all__ = [
     "ALLOWED_OAUTH_HOSTS",
+    "BATCH_LIMIT",
     "DEFAULT_OAUTH_TIMEOUT",
     "DEFAULT_OAUTH_URL",
     "DEFAULT_PLAN",
     "DEFAULT_REST_TIMEOUT",
     "INVALID_BATCH",
     "METHOD_NAME",
+    "OPERATING_LIMIT",
+    "PAGE_SIZE",
     "PLANS",
     "REFERENCE",
     "Batch",
+    "BatchAnswer",
     "BatchCommand",
     "OAuthClient",
     "Origin",
@@ -53,6 +63,11 @@ __all__ = [
     "TokenSet",
     "WebhookUrl",
     "app_info_url",
+    "as_map",
+    "batchable",
+    "command_error",
+    "encode_batch",
+    "encode_command",
     "has_reference",
     "is_loopback",
     "is_read",

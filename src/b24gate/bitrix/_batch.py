@@ -1,8 +1,15 @@
-"""Reading Bitrix24's ``batch`` answers: PHP's empty maps, and per-command errors."""
+"""Reading Bitrix24's ``batch`` answers: PHP's empty maps, per-command errors, and each
+command's own answer out of the whole (docs/protocol.md §4.1, §4.3).
+
+    answer = BatchAnswer.of(body)
+    for key in keys:
+        outcome = answer.outcome(key)   # the command's answer, or its error
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BitrixError, OperationTimeLimit, QueryLimitExceeded
@@ -47,3 +54,53 @@ def command_error(error: Any) -> BitrixError:
     if code == "OPERATION_TIME_LIMIT":
         return OperationTimeLimit(status, code, description, dict(body))
     return BitrixError(status, code, description, dict(body))
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """A ``batch``'s answer split by command key: each map of the answer, read with
+    :func:`as_map`."""
+
+    results: Mapping[str, Any]
+    errors: Mapping[str, Any]
+    totals: Mapping[str, Any]
+    nexts: Mapping[str, Any]
+    times: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> BatchAnswer:
+        outer = as_map(body.get("result"))
+        return cls(
+            results=as_map(outer.get("result")),
+            errors=as_map(outer.get("result_error")),
+            totals=as_map(outer.get("result_total")),
+            nexts=as_map(outer.get("result_next")),
+            times=as_map(outer.get("result_time")),
+        )
+
+    def error(self, key: str) -> BitrixError | None:
+        """The command's error, typed as :func:`command_error` types it; None if it had none."""
+        return command_error(self.errors[key]) if key in self.errors else None
+
+    def answer(self, key: str) -> dict[str, Any] | None:
+        """The command's answer in the shape of the same call's answer alone (``result``,
+        and ``total``, ``next``, ``time`` when given: its own ``time`` block carries the
+        operating time charged to its method); None when the batch holds no result for it."""
+        if key not in self.results:
+            return None
+        answer: dict[str, Any] = {"result": self.results[key]}
+        for name, values in (("total", self.totals), ("next", self.nexts), ("time", self.times)):
+            if key in values:
+                answer[name] = values[key]
+        return answer
+
+    def outcome(self, key: str) -> dict[str, Any] | BitrixError:
+        """What the command's caller gets: its error, else its answer, else (the batch
+        said nothing of it) an error that says so."""
+        error = self.error(key)
+        if error is not None:
+            return error
+        answer = self.answer(key)
+        if answer is not None:
+            return answer
+        return BitrixError(500, "ERROR_UNEXPECTED_ANSWER", "the batch did not answer this call")

@@ -13,15 +13,21 @@ was parsed: one ``cmd``, the commands as checked.
     batch = parse_batch(params)        # RequestError (invalid_batch) if in doubt
     for method in batch.methods: ...   # what Bitrix24 will run
     forward(batch.params())            # exactly that, nothing else
+
+The other way round, a batch the gateway writes itself (the scheduler packing waiting
+calls, an export's pages) is :func:`encode_batch` of commands whose parameters are
+:func:`batchable`: they reach Bitrix24 through a command's query string unchanged.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._php import build_php_query
 from ..errors import RequestError
 from ._names import method_reads, valid_method
 
@@ -186,3 +192,46 @@ def has_reference(value: Any) -> bool:
         elif isinstance(item, list | tuple):
             stack.extend(item)
     return False
+
+
+def batchable(value: Any) -> bool:
+    """Whether ``value`` reaches Bitrix24 unchanged through a batch command's query string.
+
+    JSON ``null``, booleans and empty arrays or objects do not (PHP's query parsing loses
+    or changes them), nor keys that carry brackets, nor text that Bitrix24 may read as a
+    reference to another command's answer (``$result_[c0][EMAIL]``, ``$error[c0]``,
+    ``$total[net]``...): inside a batch it would be replaced, alone it is left as it is.
+    """
+    if value is None or isinstance(value, bool):
+        return False
+    if isinstance(value, Mapping):
+        return bool(value) and all(
+            isinstance(k, str)
+            and "[" not in k
+            and "]" not in k
+            and not has_reference(k)
+            and batchable(v)
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return bool(value) and all(batchable(v) for v in value)
+    if isinstance(value, str):
+        return not has_reference(value)
+    return isinstance(value, int | float) and not (
+        isinstance(value, float) and not math.isfinite(value)
+    )
+
+
+def encode_command(method: str, params: Mapping[str, Any]) -> str:
+    """One command of a batch: ``method?query``, the query as PHP's ``http_build_query``
+    writes it (faithful only for :func:`batchable` parameters)."""
+    return f"{method}?{build_php_query(params)}"
+
+
+def encode_batch(commands: Mapping[str, tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The parameters of a batch of independent commands, keyed as given: ``halt=0``, so
+    that one command's error does not stop the others."""
+    return {
+        "halt": 0,
+        "cmd": {key: encode_command(method, params) for key, (method, params) in commands.items()},
+    }
