@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from b24gate.core import Gateway
+from b24gate.core import Gateway, operator_call
 
 from .conftest import MakeStack, Stack, ci, free_port
 
@@ -79,7 +79,7 @@ async def test_restart_after_a_refresh_keeps_the_rotated_token(
         grant = await again.store.grant(portal)
         assert grant is not None
         await stack.control.post("/_sandbox/expire-access-tokens")
-        body = await again.dispatcher.forward(portal, "profile", {})
+        body = await operator_call(again.dispatcher, "demo", "profile", {})
         assert body["result"]["ID"] == "1"
     finally:
         await again.close()

@@ -21,7 +21,7 @@ import aiohttp
 
 from b24gate.bitrix import RestClient
 from b24gate.core._limiter import Limiter, LocalLimiter
-from b24gate.core._scheduler import Plan, Scheduler
+from b24gate.core._scheduler import Scheduler
 from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
 from b24gate.store import Portal
 
@@ -186,15 +186,18 @@ async def lane(
         rest = RestClient(session)
         sent: list[Sent] = []
 
-        async def forward(_: Portal, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-            sent.append(Sent(loop.time(), len(params["cmd"]) if method == "batch" else 1))
-            with loop.real_io() if isinstance(loop, VirtualTimeLoop) else nullcontext():
-                answer = await rest.call(base, method, params, auth=None, write=True)
-            await asyncio.sleep(latency)
-            return answer
+        class Webhook:
+            """The scheduler's upstream: the sandbox's incoming webhook, each request noted."""
 
-        scheduler = Scheduler(
-            limiter or LocalLimiter(), forward, lambda p: Plan(p.rate, p.burst), **queue
-        )
+            async def send(
+                self, _: Portal, method: str, params: Mapping[str, Any]
+            ) -> dict[str, Any]:
+                sent.append(Sent(loop.time(), len(params["cmd"]) if method == "batch" else 1))
+                with loop.real_io() if isinstance(loop, VirtualTimeLoop) else nullcontext():
+                    answer = await rest.call(base, method, params, auth=None, write=True)
+                await asyncio.sleep(latency)
+                return answer
+
+        scheduler = Scheduler(limiter or LocalLimiter(), Webhook(), **queue)
         stack.push_async_callback(scheduler.close)
         yield Lane(scheduler, server, a_portal(rate=rate, burst=burst), sent)

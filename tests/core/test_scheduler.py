@@ -14,8 +14,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from b24gate.core._limiter import SHARED_RETRY, FallbackLimiter, LocalLimiter, RedisLimiter
-from b24gate.core._scheduler import Plan, Scheduler, batchable
-from b24gate.errors import BitrixError, QueryLimitExceeded, RateLimited
+from b24gate.core._operating import OperatingBudget
+from b24gate.core._scheduler import Plan, Scheduler
+from b24gate.errors import BitrixError, OperationTimeLimit, QueryLimitExceeded, RateLimited
 from b24gate.sandbox import build_php_query, parse_php_query
 from b24gate.store import Portal
 
@@ -44,9 +45,7 @@ class FakeBitrix:
         self.next_id += 1
         return {"result": {"method": method, "params": dict(params), "n": self.next_id}}
 
-    async def forward(
-        self, portal: Portal, method: str, params: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    async def send(self, portal: Portal, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         self.requests.append((asyncio.get_running_loop().time(), method, params))
         await asyncio.sleep(0)
         if self.refuse:
@@ -80,35 +79,9 @@ def bitrix() -> FakeBitrix:
 
 @pytest.fixture
 async def scheduler(bitrix: FakeBitrix) -> AsyncIterator[Scheduler]:
-    s = Scheduler(LocalLimiter(), bitrix.forward, lambda p: Plan(rate=20, burst=3), max_wait=5)
+    s = Scheduler(LocalLimiter(), bitrix, plan=lambda p: Plan(rate=20, burst=3), max_wait=5)
     yield s
     await s.close()
-
-
-def test_batchable() -> None:
-    assert batchable({"fields": {"TITLE": "x", "OPPORTUNITY": 5, "RATE": 1.5}, "select": ["ID"]})
-    assert batchable({"fields": {"TITLE": "costs $5 or 5$", "COMMENTS": "$ 10"}})
-    bad: dict[str, Any]
-    for bad in (
-        {"a": "see $Result[c0][ID]"},
-        # Bitrix24 resolves /\$(result|next|total|time|error)([^\s]*)/i, and more names
-        # once answers add them: each of these would read another caller's answer.
-        {"fields": {"TITLE": "$result_[c0][EMAIL]"}},
-        {"fields": {"TITLE": "x $error[c0][error_description]"}},
-        {"fields": {"TITLE": "$total[c0]"}},
-        {"fields": {"TITLE": "$next[c0]"}},
-        {"fields": {"TITLE": "$TIME[c0][start]"}},
-        {"fields": {"TITLE": "price $total[net]"}},
-        {"filter": {"$result": "1"}},
-        {"select": ["ID", "$signature[c0]"]},
-        {"a": None},
-        {"a": True},
-        {"a": []},
-        {"a": {}},
-        {"a[b]": 1},
-        {"a": float("nan")},
-    ):
-        assert not batchable(bad), bad
 
 
 async def test_one_call_alone_goes_as_itself(scheduler: Scheduler, bitrix: FakeBitrix) -> None:
@@ -150,8 +123,8 @@ async def test_unpackable_calls_go_alone(scheduler: Scheduler, bitrix: FakeBitri
 async def test_queue_over_the_wait_limit_is_429(bitrix: FakeBitrix) -> None:
     s = Scheduler(
         LocalLimiter(),
-        bitrix.forward,
-        lambda p: Plan(rate=1, burst=2),
+        bitrix,
+        plan=lambda p: Plan(rate=1, burst=2),
         max_wait=3,
         queue_limit=1000,
     )
@@ -184,7 +157,7 @@ def test_a_command_refused_inside_a_batch_alone_is_sent_again_after_a_pause() ->
     bitrix.refuse_commands = 1
 
     async def main() -> list[Any]:
-        s = Scheduler(LocalLimiter(), bitrix.forward, lambda p: Plan(rate=10, burst=5))
+        s = Scheduler(LocalLimiter(), bitrix, plan=lambda p: Plan(rate=10, burst=5))
         try:
             first = asyncio.ensure_future(s.submit(portal(), "erp", "profile", {}))
             await asyncio.sleep(0)  # it goes alone; the next three share a batch
@@ -205,20 +178,19 @@ def test_a_command_refused_inside_a_batch_alone_is_sent_again_after_a_pause() ->
 
 def test_calls_queued_for_a_method_that_got_blocked_get_its_429_at_their_turn() -> None:
     bitrix = FakeBitrix()
-    blocked: set[str] = set()
-
-    def block(_: Portal, method: str) -> RateLimited | None:
-        return RateLimited("blocked", 300, operation_time=True) if method in blocked else None
+    operating = OperatingBudget(clock=lambda: 0.0)
 
     async def main() -> list[Any]:
-        s = Scheduler(LocalLimiter(), bitrix.forward, lambda p: Plan(1, 2), blocked=block)
+        s = Scheduler(LocalLimiter(), bitrix, operating=operating, plan=lambda p: Plan(1, 2))
         try:
             calls = [
                 asyncio.ensure_future(s.submit(portal(), "erp", "x.y", {"v": None}))
                 for _ in range(3)
             ]
             await calls[0]
-            blocked.add("x.y")  # Bitrix24 blocked it while the other two waited
+            # Bitrix24 blocked it for 300 s while the other two waited.
+            block = OperationTimeLimit(429, "OPERATION_TIME_LIMIT", "blocked", reset_at=300.0)
+            operating.blocked(portal(), "x.y", block)
             return list(await asyncio.gather(*calls, return_exceptions=True))
         finally:
             await s.close()
@@ -316,7 +288,7 @@ class BrokenLimiter(LocalLimiter):
 async def test_a_queue_that_stops_fails_its_callers_instead_of_leaving_them_waiting(
     bitrix: FakeBitrix,
 ) -> None:
-    s = Scheduler(BrokenLimiter(), bitrix.forward, lambda p: Plan(rate=10, burst=3), max_wait=5)
+    s = Scheduler(BrokenLimiter(), bitrix, plan=lambda p: Plan(rate=10, burst=3), max_wait=5)
     try:
         calls = [s.submit(portal(), "erp", "profile", {}) for _ in range(3)]
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)

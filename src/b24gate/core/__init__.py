@@ -1,6 +1,7 @@
 """The gateway's core: portal and client administration, client access, tokens, the
-connect flow, the app's install events, the call dispatcher, and bulk calls and list
-exports on top of it."""
+connect flow, the app's install events, the path of a call (admission, the dispatcher,
+Bitrix24's operating-time budget, the scheduler and limiter, forwarding), and bulk calls
+and list exports on top of it."""
 
 from ._access import (
     NewKey,
@@ -42,7 +43,7 @@ from ._admin import (
 )
 from ._bulk import MAX_COMMANDS, BulkResult, Command, run_commands
 from ._connect import Connected, ConnectError, Connector
-from ._dispatcher import CallResult, Dispatcher, QueuePolicy, RetryPolicy, rest_base
+from ._dispatcher import CallResult, Dispatcher
 from ._export import (
     MAX_PAGE_SIZE,
     ListQuery,
@@ -52,6 +53,7 @@ from ._export import (
     list_query,
     read_page,
 )
+from ._forward import RetryPolicy, rest_base
 from ._gateway import Gateway
 from ._install import EventRefused, EventUnverifiable, Installer
 from ._tokens import TokenManager, TokenPolicy
@@ -78,7 +80,6 @@ __all__ = [
     "NewKey",
     "Pager",
     "PortalStatus",
-    "QueuePolicy",
     "RetryPolicy",
     "TokenManager",
     "TokenPolicy",

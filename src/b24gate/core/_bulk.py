@@ -1,11 +1,12 @@
 """Many independent calls from one request, each through the dispatcher, answered in order.
 
-What concerns the whole request is checked before anything is sent: the method names, the
-caller's address, the portal, every command's permission and the portal's state. So a
-key that may not call one of the commands gets 403 and nothing runs, rather than half an
-import. The commands then run concurrently, a bounded number at a time, which lets the
-portal's scheduler pack them into Bitrix24 batches of 50; each gets its own result or
-error, in the order they came.
+The whole request is admitted before anything is sent (:func:`._admission.admit_calls`,
+the checks every call passes, for every command): the method names, the caller's address,
+the portal, every command's permission and the portal's state. So a key that may not call
+one of the commands gets 403 and nothing runs, rather than half an import. The commands
+then run concurrently, a bounded number at a time, each through :meth:`Dispatcher.call
+<._dispatcher.Dispatcher.call>`, which lets the portal's scheduler pack them into Bitrix24
+batches of up to 50; each gets its own result or error, in the order they came.
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..bitrix import valid_method
-from ..errors import B24GateError, Forbidden, NeedsAuthorization, RequestError
+from ..errors import B24GateError, RequestError
 from ..store import Client
-from ._access import admit, check_address
 from ._dispatcher import Dispatcher
-from ._webhook import fix_for
 
 log = logging.getLogger("b24gate.calls")
 
@@ -58,30 +56,16 @@ async def run_commands(
         raise RequestError("`commands` must not be empty")
     if len(commands) > MAX_COMMANDS:
         raise RequestError(f"at most {MAX_COMMANDS} commands a request, not {len(commands)}")
-    for i, command in enumerate(commands):
-        if not valid_method(command.method):
-            raise RequestError(
-                f"commands[{i}]: {command.method[:80]!r} is not a Bitrix24 method name",
-                code="invalid_method",
-            )
-        if command.method.lower() == "batch":
-            raise RequestError(
-                f"commands[{i}]: `batch` cannot be a command; for `$result` references "
-                "send Bitrix24's own batch to /api/v1/call"
-            )
-    check_address(client.ips, address)
-    portal = await dispatcher.resolve(client, portal_name, domain)
-    for i, command in enumerate(commands):
-        try:
-            admit(client.methods, command.method, command.params)
-        except Forbidden as exc:
-            raise Forbidden(f"commands[{i}]: {exc.message}", code=exc.code) from None
-    if portal.state != "connected":
-        raise NeedsAuthorization(
-            portal.name,
-            portal.state_reason or "the portal was never connected",
-            fix=fix_for(portal),
+    portal = (
+        await dispatcher.admit(
+            client,
+            [(command.method, command.params) for command in commands],
+            portal_name=portal_name,
+            domain=domain,
+            address=address,
+            entrance="bulk",
         )
+    ).portal
 
     outcomes: list[dict[str, Any] | B24GateError] = [B24GateError("not run") for _ in commands]
     upstream_ms = 0.0

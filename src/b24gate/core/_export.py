@@ -25,15 +25,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._php import build_php_query
-from ..bitrix import valid_method
-from ..bitrix._batch import as_map, command_error
+from ..bitrix import (
+    BATCH_LIMIT,
+    PAGE_SIZE,
+    BatchAnswer,
+    as_map,
+    batchable,
+    command_error,
+    encode_batch,
+    valid_method,
+)
 from ..errors import B24GateError, RateLimited, RequestError, UpstreamInvalid
-from ._dispatcher import OPERATING_WAIT, CallResult
-from ._scheduler import batchable
+from ._dispatcher import CallResult
+from ._operating import OPERATING_WAIT
 
-PAGE_SIZE = 50  # rows of one list page: Bitrix24's fixed size
-PAGES_PER_REQUEST = 50  # commands of one batch
+PAGES_PER_REQUEST = BATCH_LIMIT  # a page is a command of one batch
 MAX_PAGE_SIZE = 5_000  # the largest page a client may ask for in cursor mode
 
 Call = Callable[[str, Mapping[str, Any]], Awaitable[CallResult]]
@@ -209,22 +215,23 @@ class Pager:
         if pages == 1 or not self._batched:
             body = await self._send(self.query.method, self.query.params(self.after))
             return self._accept([body.get("result")])
-        cmd = {
-            f"p{i}": f"{self.query.method}?{build_php_query(self.query.params(self._bound(i)))}"
-            for i in range(pages)
-        }
-        body = await self._send("batch", {"halt": 0, "cmd": cmd})
-        outer = as_map(body.get("result"))
-        results, errors = as_map(outer.get("result")), as_map(outer.get("result_error"))
+        method = self.query.method
+        body = await self._send(
+            "batch",
+            encode_batch(
+                {f"p{i}": (method, self.query.params(self._bound(i))) for i in range(pages)}
+            ),
+        )
+        answer = BatchAnswer.of(body)
         answers: list[Any] = []
         for i in range(pages):
             key = f"p{i}"
-            if key in errors or key not in results:
+            if key in answer.errors or key not in answer.results:
                 if not answers:
-                    raise self._page_error(as_map(errors.get(key)))
+                    raise self._page_error(as_map(answer.errors.get(key)))
                 # The pages before it stand; the next request starts again at this one.
                 break
-            answers.append(results[key])
+            answers.append(answer.results[key])
         return self._accept(answers)
 
     def _bound(self, index: int) -> int | str:

@@ -1,4 +1,5 @@
-"""The gateway's parts wired together once, from settings: store, upstream session, tokens."""
+"""The gateway's parts wired together once, from settings: store, upstream session, tokens,
+and the path of a call (operating-time budget, forwarder, scheduler, dispatcher)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from ..bitrix import OAuthClient, RestClient
 from ..settings import Settings
 from ..store import Cipher, ReadCache, Store, database_url, load_master_key
 from ._connect import Connector
-from ._dispatcher import Dispatcher, QueuePolicy
+from ._dispatcher import Dispatcher
+from ._forward import Forwarder
 from ._install import Installer
-from ._limiter import FallbackLimiter, LocalLimiter, RedisLimiter
+from ._limiter import FallbackLimiter, Limiter, LocalLimiter, RedisLimiter
+from ._operating import OperatingBudget
+from ._scheduler import Scheduler
 from ._tokens import TokenManager, TokenPolicy
 
 log = logging.getLogger("b24gate")
@@ -30,6 +34,8 @@ class Gateway:
     session: aiohttp.ClientSession
     tokens: TokenManager
     reads: ReadCache
+    limiter: Limiter
+    scheduler: Scheduler
     dispatcher: Dispatcher
     connector: Connector
     installer: Installer
@@ -69,29 +75,31 @@ class Gateway:
         )
         reads = ReadCache(store)
         tokens = TokenManager(store, oauth, policy, reads=reads)
+        # With Redis every replica books from one budget per portal.
+        limiter: Limiter = (
+            FallbackLimiter(RedisLimiter(settings.redis_url))
+            if settings.redis_url
+            else LocalLimiter()
+        )
+        operating = OperatingBudget(max_wait=settings.queue_max_wait)
+        forwarder = Forwarder(store, tokens, rest, operating)
+        scheduler = Scheduler(
+            limiter,
+            forwarder,
+            operating=operating,
+            max_wait=settings.queue_max_wait,
+            queue_limit=settings.queue_limit,
+            not_batched=frozenset(settings.not_batched),
+        )
         return cls(
             settings=settings,
             store=store,
             session=session,
             tokens=tokens,
             reads=reads,
-            dispatcher=Dispatcher(
-                store,
-                tokens,
-                rest,
-                reads=reads,
-                # With Redis every replica books from one budget per portal.
-                limiter=(
-                    FallbackLimiter(RedisLimiter(settings.redis_url))
-                    if settings.redis_url
-                    else LocalLimiter()
-                ),
-                queue=QueuePolicy(
-                    max_wait=settings.queue_max_wait,
-                    limit=settings.queue_limit,
-                    not_batched=frozenset(settings.not_batched),
-                ),
-            ),
+            limiter=limiter,
+            scheduler=scheduler,
+            dispatcher=Dispatcher(reads, forwarder, scheduler, operating),
             connector=Connector(store, oauth, tokens, settings.public_url),
             installer=Installer(store, oauth, tokens, rest),
         )
@@ -116,6 +124,7 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.dispatcher.close()
+        await self.scheduler.close()
+        await self.limiter.close()
         await self.session.close()
         await self.store.close()

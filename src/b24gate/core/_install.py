@@ -43,7 +43,7 @@ from ..errors import (
     UpstreamError,
 )
 from ..store import Grant, Portal, Store
-from ._dispatcher import rest_base
+from ._forward import rest_base
 from ._hosts import host_of
 from ._tokens import TokenManager, acceptable_endpoint
 

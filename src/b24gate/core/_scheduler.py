@@ -7,13 +7,17 @@ to 50 calls: one call alone, several as one ``batch`` (``halt=0``), and each cal
 its own result or error. A call on a quiet portal goes at once, even alone; a request
 that would leave part-filled waits briefly for company, as :meth:`Scheduler._drain` says.
 Only calls whose parameters survive the query-string encoding of ``batch`` commands are
-packed, and never one whose text Bitrix24 could read as a reference to another command's
-answer (:func:`~b24gate.bitrix.has_reference`): in a batch shared with other clients, that
+packed (:func:`~b24gate.bitrix.batchable`), and never one whose text Bitrix24 could read
+as a reference to another command's answer: in a batch shared with other clients, that
 would hand it their results.
 
 If Bitrix24 refuses a request anyway (``QUERY_LIMIT_EXCEEDED``: another application shares
 the bucket), nothing was executed: the lane pauses, slows down for a while and sends the
-same calls again.
+same calls again. A call whose method Bitrix24 blocked for its operating time while the
+call waited gets the block's 429 at its turn (:class:`~._operating.OperatingBudget`).
+
+The gateway builds one scheduler (:mod:`._gateway`) and hands it what it sends through,
+an :class:`Upstream` (the :class:`~._forward.Forwarder`).
 """
 
 from __future__ import annotations
@@ -22,22 +26,20 @@ import asyncio
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from .._php import build_php_query
-from ..bitrix import has_reference
-from ..bitrix._batch import as_map, command_error
-from ..errors import BitrixError, QueryLimitExceeded, RateLimited
+from ..bitrix import BATCH_LIMIT, BatchAnswer, batchable, encode_batch
+from ..errors import QueryLimitExceeded, RateLimited
 from ..store import Portal
 from ._limiter import Limiter
+from ._operating import OperatingBudget
 
 log = logging.getLogger("b24gate.scheduler")
 
-BATCH_LIMIT = 50
 # After an unexpected refusal: wait this long, then run at half the rate for a while.
 REFUSED_PAUSE = 1.0
 SLOW_FOR = 30.0
@@ -62,35 +64,17 @@ BATCH_SIZE = Histogram(
 )
 REFUSED = Counter("b24gate_limit_refusals_total", "QUERY_LIMIT_EXCEEDED absorbed", ["portal"])
 
-Forward = Callable[[Portal, str, Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
+class Upstream(Protocol):
+    """Where a lane sends its requests: one call, or several packed as a ``batch``.
 
-def batchable(value: Any) -> bool:
-    """Whether ``value`` reaches Bitrix24 unchanged through a batch command's query string.
-
-    JSON ``null``, booleans and empty arrays or objects do not (PHP's query parsing loses
-    or changes them), nor keys that carry brackets, nor text that Bitrix24 may read as a
-    reference to another command's answer (``$result_[c0][EMAIL]``, ``$error[c0]``,
-    ``$total[net]``...): inside a batch it would be replaced, alone it is left as it is.
+    ``send`` returns Bitrix24's answer and raises QUERY_LIMIT_EXCEEDED as it is: the lane
+    handles it (pause, slow down, send again).
     """
-    if value is None or isinstance(value, bool):
-        return False
-    if isinstance(value, Mapping):
-        return bool(value) and all(
-            isinstance(k, str)
-            and "[" not in k
-            and "]" not in k
-            and not has_reference(k)
-            and batchable(v)
-            for k, v in value.items()
-        )
-    if isinstance(value, list):
-        return bool(value) and all(batchable(v) for v in value)
-    if isinstance(value, str):
-        return not has_reference(value)
-    return isinstance(value, int | float) and not (
-        isinstance(value, float) and not math.isfinite(value)
-    )
+
+    async def send(
+        self, portal: Portal, method: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
 
 
 def budget_key(portal: Portal) -> str:
@@ -104,6 +88,11 @@ class Plan:
 
     rate: float
     burst: int
+
+
+def portal_plan(portal: Portal) -> Plan:
+    """The budget an administrator gave the portal."""
+    return Plan(portal.rate, portal.burst)
 
 
 @dataclass
@@ -228,19 +217,20 @@ class Scheduler:
     def __init__(
         self,
         limiter: Limiter,
-        forward: Forward,
-        plan: Callable[[Portal], Plan],
+        upstream: Upstream,
         *,
+        operating: OperatingBudget | None = None,
+        plan: Callable[[Portal], Plan] = portal_plan,
         max_wait: float = 60.0,
         queue_limit: int = 10_000,
         not_batched: frozenset[str] = frozenset(),
-        blocked: Callable[[Portal, str], Exception | None] = lambda portal, method: None,
     ) -> None:
-        """``blocked(portal, method)``: the error for a call whose method may not be sent
-        now (Bitrix24's operating-time block), checked when the call's turn comes."""
+        """``limiter``: the portals' request budgets; ``upstream``: what requests are sent
+        through; ``operating``: checked when a call's turn comes (a method Bitrix24 blocked
+        meanwhile is not sent); ``plan``: a portal's budget (its own, but in tests)."""
         self._limiter = limiter
-        self._blocked = blocked
-        self._forward = forward
+        self._upstream = upstream
+        self._operating = operating
         self._plan = plan
         self._max_wait = max_wait
         self._queue_limit = queue_limit
@@ -284,6 +274,20 @@ class Scheduler:
         if lane.worker is None or lane.worker.done():
             lane.worker = asyncio.create_task(self._run(lane, plan), name=f"lane-{portal.name}")
         return await asyncio.shield(call.future)
+
+    async def book(self, portal: Portal) -> None:
+        """A slot of the portal's budget for a call that goes alone, outside the lanes (a
+        REST 3.0 call): wait for it, or 429 when that would take longer than ``max_wait``."""
+        plan = self._plan(portal)
+        if plan.rate <= 0:
+            return
+        wait = await self._limiter.reserve(
+            budget_key(portal), plan.rate, plan.burst, self._max_wait
+        )
+        if wait is None:
+            raise RateLimited(f"portal {portal.name!r} is busy", self._max_wait)
+        if wait:
+            await asyncio.sleep(wait)
 
     async def _run(self, lane: _Lane, plan: Plan) -> None:
         try:
@@ -351,15 +355,12 @@ class Scheduler:
         )
         try:
             if len(calls) == 1:
-                body = await self._forward(portal, calls[0].method, calls[0].params)
+                body = await self._upstream.send(portal, calls[0].method, calls[0].params)
                 _resolve(calls[0], body)
                 return
-            cmd = {
-                f"c{i}": f"{call.method}?{build_php_query(call.params)}"
-                for i, call in enumerate(calls)
-            }
-            body = await self._forward(portal, "batch", {"halt": 0, "cmd": cmd})
-            refused = _split(calls, body)
+            packed = encode_batch({f"c{i}": (c.method, c.params) for i, c in enumerate(calls)})
+            body = await self._upstream.send(portal, "batch", packed)
+            refused = _split(calls, BatchAnswer.of(body))
             if refused:
                 await self._refused(lane, refused)
         except QueryLimitExceeded:
@@ -379,9 +380,11 @@ class Scheduler:
     def _unblocked(self, portal: Portal, calls: list[_Call]) -> list[_Call]:
         """The calls still to send: one whose method Bitrix24 blocked (or nearly) for its
         operating time while the call waited gets the block's 429 instead."""
+        if self._operating is None:
+            return calls
         kept = []
         for call in calls:
-            blocked = self._blocked(portal, call.method)
+            blocked = self._operating.refusal(portal, call.method)
             if blocked is None:
                 kept.append(call)
             elif not call.future.done():
@@ -434,36 +437,18 @@ def _resolve(call: _Call, body: dict[str, Any]) -> None:
         call.future.set_result(body)
 
 
-def _split(calls: list[_Call], body: Mapping[str, Any]) -> list[_Call]:
+def _split(calls: list[_Call], answer: BatchAnswer) -> list[_Call]:
     """Give each caller of a batch what Bitrix24 answered for its command; return the calls
     whose commands Bitrix24 refused unexecuted (``QUERY_LIMIT_EXCEEDED``), to send again."""
-    outer = as_map(body.get("result"))
-    results, errors = as_map(outer.get("result")), as_map(outer.get("result_error"))
-    totals, nexts = as_map(outer.get("result_total")), as_map(outer.get("result_next"))
-    times = as_map(outer.get("result_time"))
     refused: list[_Call] = []
     for i, call in enumerate(calls):
-        key = f"c{i}"
         if call.future.done():
             continue
-        if key in errors:
-            error = command_error(errors[key])
-            if isinstance(error, QueryLimitExceeded):
-                refused.append(call)
-            else:
-                call.future.set_exception(error)
-        elif key in results:
-            answer: dict[str, Any] = {"result": results[key]}
-            if key in totals:
-                answer["total"] = totals[key]
-            if key in nexts:
-                answer["next"] = nexts[key]
-            if key in times:
-                # The command's own `time` block: its operating time counts for its method.
-                answer["time"] = times[key]
-            call.future.set_result(answer)
+        outcome = answer.outcome(f"c{i}")
+        if isinstance(outcome, QueryLimitExceeded):
+            refused.append(call)
+        elif isinstance(outcome, Exception):
+            call.future.set_exception(outcome)
         else:
-            call.future.set_exception(
-                BitrixError(500, "ERROR_UNEXPECTED_ANSWER", "the batch did not answer this call")
-            )
+            call.future.set_result(outcome)
     return refused

@@ -1,0 +1,122 @@
+"""Bitrix24's operating-time budget, as the gateway sees it (docs/protocol.md §5.2).
+
+Bitrix24 charges each answer's ``time.operating`` to its method and blocks a method that
+passes :data:`~b24gate.bitrix.OPERATING_LIMIT` seconds within 10 minutes, for every
+application of the portal. The gateway keeps each method's latest figure and when its
+budget next frees up, from the ``time`` blocks of the answers it forwards; a method near
+the limit waits here until part of its budget frees up (or gets 429 when that is further
+away than the queue's longest wait), rather than being sent to be blocked.
+
+One :class:`OperatingBudget` per gateway: the dispatcher holds calls with it, the scheduler
+checks it when a queued call's turn comes, and the forwarder records what Bitrix24 says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..bitrix import OPERATING_LIMIT, BatchAnswer, parse_batch
+from ..errors import OperationTimeLimit, RateLimited, RequestError
+from ..store import Portal
+
+# How close to the limit a method is held back.
+OPERATING_MARGIN = 20.0
+# How long a block lasts when Bitrix24 does not say (`operating_reset_at` is missing, as
+# inside a batch).
+OPERATING_WAIT = 60.0
+
+
+class OperatingBudget:
+    """Each method's operating time per portal, and the holds and 429s that follow."""
+
+    def __init__(self, *, max_wait: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        """``max_wait``: the longest a call is held before it gets 429 instead."""
+        self._max_wait = max_wait
+        self._clock = clock
+        # Each method's operating time and when its budget next frees up, from `time` blocks.
+        self._reset_at: dict[tuple[int, str], float] = {}
+        self._operating: dict[tuple[int, str], float] = {}
+
+    def refusal(self, portal: Portal, method: str) -> RateLimited | None:
+        """The 429 for ``method`` while it is at or near Bitrix24's operating-time budget
+        (``retry_after``: until part of it frees up); None when it may run now."""
+        key = (portal.id, method.lower())
+        if self._operating.get(key, 0.0) < OPERATING_LIMIT - OPERATING_MARGIN:
+            return None
+        wait = self._reset_at.get(key, 0.0) - self._clock()
+        if wait <= 0:
+            self._operating.pop(key, None)
+            return None
+        return RateLimited(
+            f"{method} is near Bitrix24's operating-time limit", wait, operation_time=True
+        )
+
+    async def hold(self, portal: Portal, method: str) -> None:
+        """A method near Bitrix24's operating-time budget waits until part of it frees up,
+        rather than being blocked (OPERATION_TIME_LIMIT) for every application."""
+        refused = self.refusal(portal, method)
+        if refused is None:
+            return
+        if refused.retry_after > self._max_wait:
+            raise refused
+        await asyncio.sleep(refused.retry_after)
+
+    def blocked(self, portal: Portal, method: str, exc: OperationTimeLimit) -> RateLimited:
+        """Bitrix24 blocked ``method`` for its operating time: the client's 429, and until
+        the block lifts further calls to the method wait here (or get 429) rather than
+        reaching Bitrix24."""
+        key = (portal.id, method.lower())
+        now = self._clock()
+        reset_at = exc.reset_at or self._reset_at.get(key)
+        if reset_at is None or reset_at <= now:
+            reset_at = now + OPERATING_WAIT  # Bitrix24 did not say (a command of a batch)
+        self._reset_at[key] = reset_at
+        self._operating[key] = OPERATING_LIMIT
+        return RateLimited(
+            f"Bitrix24 blocked {method} for its operating time",
+            max(1.0, reset_at - now),
+            operation_time=True,
+        )
+
+    def record(self, portal: Portal, method: str, body: Mapping[str, Any]) -> None:
+        """An answer's ``time`` block: the operating time charged to ``method`` so far, and
+        when part of its budget frees up."""
+        timing = body.get("time")
+        if not isinstance(timing, Mapping):
+            return
+        key = (portal.id, method.lower())
+        operating = timing.get("operating")
+        if (
+            isinstance(operating, int | float)
+            and self._operating.get(key, 0.0) > operating
+            and self._reset_at.get(key, 0.0) > self._clock()
+        ):
+            # Answers of concurrent requests come back in any order: until the budget
+            # frees up, the higher figure is the later one.
+            return
+        reset_at = timing.get("operating_reset_at")
+        if isinstance(reset_at, int | float):
+            self._reset_at[key] = float(reset_at)
+        if isinstance(operating, int | float):
+            self._operating[key] = float(operating)
+
+    def record_batch(
+        self, portal: Portal, params: Mapping[str, Any], body: Mapping[str, Any]
+    ) -> None:
+        """A ``batch`` sent as such (an export's pages, a client's own): each command's
+        operating time counts for its method, and a command blocked for it blocks it."""
+        try:
+            commands = parse_batch(params).commands
+        except RequestError:  # never for a batch that was admitted
+            return
+        answer = BatchAnswer.of(body)
+        for command in commands:
+            timing = answer.times.get(command.key)
+            if isinstance(timing, Mapping):
+                self.record(portal, command.method, {"time": timing})
+            error = answer.error(command.key)
+            if isinstance(error, OperationTimeLimit):
+                self.blocked(portal, command.method, error)
