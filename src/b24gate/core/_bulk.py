@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..bitrix import BATCH_LIMIT
 from ..errors import B24GateError, RequestError
 from ..store import Client
 from ._dispatcher import Dispatcher
@@ -24,8 +25,8 @@ from ._dispatcher import Dispatcher
 log = logging.getLogger("b24gate.calls")
 
 MAX_COMMANDS = 10_000
-# Enough calls in flight to fill a batch of 50 while the previous one is on its way.
-CONCURRENCY = 50
+# Enough calls in flight to fill a batch while the previous one is on its way.
+CONCURRENCY = BATCH_LIMIT
 
 
 @dataclass(frozen=True)
