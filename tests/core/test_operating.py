@@ -1,0 +1,63 @@
+"""Bitrix24's operating-time budget as the gateway keeps it: a method near its limit waits
+(or gets 429) instead of being sent to be blocked for every application of the portal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from b24gate.bitrix import OPERATING_LIMIT
+from b24gate.core._operating import OPERATING_WAIT, OperatingBudget
+from b24gate.errors import OperationTimeLimit, RateLimited
+
+from ._lanes import a_portal
+
+NOW = 1_000_000.0
+
+
+def _near(seconds_to_reset: float, operating: float = OPERATING_LIMIT - 5) -> dict[str, object]:
+    return {"time": {"operating": operating, "operating_reset_at": NOW + seconds_to_reset}}
+
+
+async def test_a_method_near_its_limit_waits_until_part_of_its_budget_frees_up() -> None:
+    budget = OperatingBudget(max_wait=5, clock=lambda: NOW)
+    portal = a_portal()
+    budget.record(portal, "crm.deal.add", _near(0.2))
+    started = time.monotonic()
+    await asyncio.wait_for(budget.hold(portal, "CRM.DEAL.ADD"), 2)  # any case: one method
+    assert time.monotonic() - started >= 0.2
+    # Other methods and other portals are not held.
+    assert budget.refusal(portal, "crm.deal.list") is None
+    assert budget.refusal(a_portal(2), "crm.deal.add") is None
+
+
+async def test_a_wait_longer_than_the_queues_is_429_with_the_time_to_wait() -> None:
+    budget = OperatingBudget(max_wait=5, clock=lambda: NOW)
+    budget.record(a_portal(), "crm.deal.add", _near(120))
+    with pytest.raises(RateLimited) as caught:
+        await asyncio.wait_for(budget.hold(a_portal(), "crm.deal.add"), 1)
+    assert caught.value.retry_after == 120
+
+
+def test_a_late_answer_with_a_lower_figure_does_not_lift_the_hold() -> None:
+    budget = OperatingBudget(clock=lambda: NOW)
+    portal = a_portal()
+    budget.record(portal, "crm.deal.add", _near(60))
+    # An answer to a request sent earlier comes back last, with the older, lower figure.
+    budget.record(portal, "crm.deal.add", _near(60, operating=10))
+    assert budget.refusal(portal, "crm.deal.add") is not None
+
+
+def test_a_block_that_does_not_say_until_when_lasts_a_minute() -> None:
+    budget = OperatingBudget(clock=lambda: NOW)
+    portal = a_portal()
+    # Inside a batch, OPERATION_TIME_LIMIT comes without `operating_reset_at`.
+    answer = budget.blocked(
+        portal, "crm.deal.add", OperationTimeLimit(429, "OPERATION_TIME_LIMIT", "blocked")
+    )
+    assert answer.retry_after == OPERATING_WAIT
+    refused = budget.refusal(portal, "crm.deal.add")
+    assert refused is not None
+    assert refused.retry_after == OPERATING_WAIT
