@@ -1,37 +1,61 @@
 """The one exception tree of b24gate. Each error carries a stable machine ``code`` and an
 HTTP ``status``; errors that Bitrix24 said keep its ``error`` / ``error_description``.
 Retry policy keys off the class, never off message text. No message ever holds a token,
-a client secret or a client key.
+a client secret or a client key. Every code below is in docs/http-api.md (a test holds
+the two to each other): raise the class, never a ``code=`` of one's own.
 
-    B24GateError
-    ├── ConfigError                   start-up: bad settings, unreadable or foreign master key
-    ├── RequestError (400)            invalid_json, invalid_request, invalid_method, too_deep,
-    │                                 invalid_batch
-    │   ├── BodyTooLarge (413)        body_too_large, too_many_parameters
-    │   └── InvalidSetting            invalid_setting: an administrator's value (``field``)
+    B24GateError (500)                internal_error: a bug; the log has the details
+    ├── ConfigError (500)             config_error: start-up: bad settings, master key
+    ├── PortalMisconfigured (500)     portal_misconfigured: a webhook portal's URL is unusable
+    ├── RequestError (400)            invalid_request
+    │   ├── InvalidJson               invalid_json: not UTF-8 JSON, or not an object
+    │   ├── InvalidMethod             invalid_method: not a Bitrix24 method name
+    │   ├── InvalidBatch              invalid_batch: a batch Bitrix24 could read otherwise
+    │   ├── TooDeep                   too_deep: nested deeper than PHP's 64 levels
+    │   ├── UnknownEvent              unknown_event: an application event not handled here
+    │   ├── InvalidSetting            invalid_setting: an administrator's value (``field``)
+    │   └── BodyTooLarge (413)        body_too_large
+    │       └── TooManyParameters     too_many_parameters: over PHP's 1,000 variables
     ├── Unauthorized (401)            unauthorized
-    ├── Forbidden (403)               method_forbidden, ip_forbidden
+    ├── Forbidden (403)               forbidden: /metrics without the admin token
+    │   ├── MethodForbidden           method_forbidden: the key's method patterns
+    │   ├── IpForbidden               ip_forbidden: the key's address allow-list
+    │   └── EventRefused              event_refused: an install event forged or not ours
     ├── UnknownPortal (404)           unknown_portal
     ├── UnknownClient (404)           unknown_client: no active client key of that name
     ├── Conflict (409)                conflict: a name, domain or key id is taken
-    │   └── StoreConflict             (b24gate.store) raised by the store itself
+    │   └── StoreConflict             raised by the store itself (b24gate.store)
     ├── NeedsAuthorization (409)      needs_authorization: the grant is gone, an admin must act
     ├── RateLimited (429)             rate_limited, with retry_after
-    ├── UpstreamError
-    │   ├── UpstreamUnreachable (502) upstream_unreachable (sent=False: never reached Bitrix24)
-    │   ├── UpstreamInvalid (502)     upstream_invalid: the answer is not Bitrix24's JSON
-    │   ├── PortalMoved (502)         the portal answered a redirect to another host
-    │   ├── PortalUnavailable (502)   portal_unavailable: a redirect to itself (licence page)
+    ├── LockTimeout (503)             lock_timeout: another process held a lock too long
+    ├── ConnectError (400)            connect_failed: the connect flow (/oauth/*) cannot go on
+    │   ├── NotOAuth                  not_oauth: a webhook portal needs no authorization
+    │   ├── AccessDenied              access_denied: Bitrix24 did not grant access
+    │   ├── InvalidCallback           invalid_callback: the callback lacks code or state
+    │   ├── DomainMismatch            domain_mismatch: the grant came from another portal
+    │   ├── MemberMismatch            member_mismatch: another Bitrix24 than the portal's
+    │   ├── CodeRefused               code_refused: the OAuth server refused the code
+    │   ├── InvalidTicket (403)       invalid_ticket: unknown, used or expired ticket
+    │   └── InvalidState (403)        invalid_state: unknown, used or expired state
+    ├── UpstreamError (502)           upstream_error
+    │   ├── UpstreamUnreachable       upstream_unreachable (sent=False: never reached Bitrix24)
+    │   ├── UpstreamInvalid           upstream_invalid: the answer is not Bitrix24's JSON
+    │   ├── PortalMoved               portal_moved: a redirect to another host
+    │   ├── PortalUnavailable         portal_unavailable: a redirect to itself (licence page)
     │   ├── UpstreamTimeout (504)     upstream_timeout: no answer, the call was a read
-    │   └── OutcomeUnknown (504)      upstream_outcome_unknown: a write may have happened
+    │   ├── OutcomeUnknown (504)      upstream_outcome_unknown: a write may have happened
+    │   └── EventUnverifiable (503)   oauth_unavailable: no answer to vouch for an event
     ├── BitrixError (Bitrix24's status) bitrix_error: Bitrix24 answered an error
     │   ├── TokenRejected             expired_token / invalid_token: refresh, retry once
     │   ├── CredentialsRejected       INVALID_CREDENTIALS: an incoming webhook is gone
     │   ├── QueryLimitExceeded (503)  not executed: back off and retry
     │   └── OperationTimeLimit (429)  the method is blocked until operating_reset_at
-    └── OAuthError                    the OAuth server refused a token request
+    └── OAuthError (502)              oauth_error: the OAuth server refused a token request
         ├── GrantRevoked              no retry can fix it: re-authorize
         └── OAuthUnavailable          network error or 5xx: retry with back-off
+
+Which :class:`BitrixError` an answer of Bitrix24 is, is decided in one place,
+:func:`b24gate.bitrix.classify`.
 """
 
 from __future__ import annotations
@@ -60,17 +84,20 @@ class B24GateError(Exception):
     code = "internal_error"
     status = 500
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
 
 
 class ConfigError(B24GateError):
     code = "config_error"
+
+
+class PortalMisconfigured(B24GateError):
+    """A stored portal cannot be called as it is (a webhook portal without a usable webhook
+    URL): an administrator must set it again."""
+
+    code = "portal_misconfigured"
 
 
 class RequestError(B24GateError):
@@ -78,9 +105,44 @@ class RequestError(B24GateError):
     status = 400
 
 
+class InvalidJson(RequestError):
+    code = "invalid_json"
+
+
+class InvalidMethod(RequestError):
+    """Not a Bitrix24 method name (docs/http-api.md's pattern): nothing is sent."""
+
+    code = "invalid_method"
+
+
+class InvalidBatch(RequestError):
+    """A ``batch`` whose commands Bitrix24 could read another way than the gateway checks
+    them (:func:`b24gate.bitrix.parse_batch`)."""
+
+    code = "invalid_batch"
+
+
+class TooDeep(RequestError):
+    """Parameters nested deeper than PHP's ``max_input_nesting_level`` (64)."""
+
+    code = "too_deep"
+
+
+class UnknownEvent(RequestError):
+    """An application event other than ``ONAPPINSTALL`` / ``ONAPPUNINSTALL``."""
+
+    code = "unknown_event"
+
+
 class BodyTooLarge(RequestError):
     code = "body_too_large"
     status = 413
+
+
+class TooManyParameters(BodyTooLarge):
+    """More parameters than PHP's ``max_input_vars`` (1,000): PHP would drop the rest."""
+
+    code = "too_many_parameters"
 
 
 class InvalidSetting(RequestError):
@@ -105,6 +167,28 @@ class Forbidden(B24GateError):
     status = 403
 
 
+class MethodForbidden(Forbidden):
+    """The key's method patterns do not allow the method (or a command of its batch)."""
+
+    code = "method_forbidden"
+
+
+class IpForbidden(Forbidden):
+    """The key has an address allow-list, and the caller is not on it."""
+
+    code = "ip_forbidden"
+
+
+class EventRefused(Forbidden):
+    """An application event is forged or cannot be matched to a portal. The message says
+    nothing that would help a forger; the log has the reason."""
+
+    code = "event_refused"
+
+    def __init__(self) -> None:
+        super().__init__("the event was refused")
+
+
 class UnknownPortal(B24GateError):
     code = "unknown_portal"
     status = 404
@@ -121,6 +205,11 @@ class Conflict(B24GateError):
 
     code = "conflict"
     status = 409
+
+
+class StoreConflict(Conflict):
+    """The store's own refusal: a name, domain, key id or token that must be unique is
+    taken, or a row it names is missing. The message says which, and never holds a secret."""
 
 
 class NeedsAuthorization(B24GateError):
@@ -145,6 +234,70 @@ class RateLimited(B24GateError):
         # True when Bitrix24 blocked the method for its operating time (OPERATION_TIME_LIMIT),
         # False when the request budget is exhausted (QUERY_LIMIT_EXCEEDED).
         self.operation_time = operation_time
+
+
+class LockTimeout(B24GateError):
+    """Another process held a lock (a portal's token refresh) for longer than the caller
+    was willing to wait."""
+
+    code = "lock_timeout"
+    status = 503
+
+
+class ConnectError(B24GateError):
+    """The connect flow (``portal authorize``, ``/oauth/start``, ``/oauth/callback``) cannot
+    go on; the message is shown to the administrator. Each reason is a subclass."""
+
+    code = "connect_failed"
+    status = 400
+
+
+class NotOAuth(ConnectError):
+    """The portal calls an incoming webhook: there is nothing to authorize."""
+
+    code = "not_oauth"
+
+
+class AccessDenied(ConnectError):
+    """Bitrix24 sent the browser back with an ``error``: the user did not grant access."""
+
+    code = "access_denied"
+
+
+class InvalidCallback(ConnectError):
+    code = "invalid_callback"
+
+
+class DomainMismatch(ConnectError):
+    """The grant came from another portal than the one being connected."""
+
+    code = "domain_mismatch"
+
+
+class MemberMismatch(ConnectError):
+    """The grant is for another Bitrix24 (``member_id``) than the portal was connected to."""
+
+    code = "member_mismatch"
+
+
+class CodeRefused(ConnectError):
+    """The OAuth server refused to exchange the authorization code."""
+
+    code = "code_refused"
+
+
+class InvalidTicket(ConnectError):
+    """No valid ticket (unknown, used or expired), and no admin token instead."""
+
+    code = "invalid_ticket"
+    status = 403
+
+
+class InvalidState(ConnectError):
+    """The callback's OAuth ``state`` is unknown, used or expired."""
+
+    code = "invalid_state"
+    status = 403
 
 
 class UpstreamError(B24GateError):
@@ -184,6 +337,17 @@ class UpstreamTimeout(UpstreamError):
 class OutcomeUnknown(UpstreamError):
     code = "upstream_outcome_unknown"
     status = 504
+
+
+class EventUnverifiable(UpstreamError):
+    """The OAuth server or the portal that could vouch for an install event's token did not
+    answer. Nothing was changed; Bitrix24 does not send the event again."""
+
+    code = "oauth_unavailable"
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("the event cannot be verified now")
 
 
 class BitrixError(B24GateError):

@@ -8,7 +8,6 @@ import pytest
 
 from b24gate._php import parse_php_query
 from b24gate.bitrix import (
-    INVALID_BATCH,
     REFERENCE,
     BatchCommand,
     batchable,
@@ -18,13 +17,14 @@ from b24gate.bitrix import (
     parse_batch,
     parse_command,
 )
-from b24gate.errors import RequestError
+from b24gate.errors import InvalidBatch, RequestError
 
 
 def refused(params: Any) -> RequestError:
     with pytest.raises(RequestError) as caught:
         parse_batch(params)
-    assert caught.value.code == INVALID_BATCH
+    assert type(caught.value) is InvalidBatch
+    assert caught.value.code == "invalid_batch"
     assert caught.value.status == 400
     return caught.value
 

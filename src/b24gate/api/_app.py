@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import __version__
 from ..core import ConnectError, Gateway, authenticate, peer_address
-from ..errors import B24GateError, Forbidden, RequestError
+from ..errors import B24GateError, Forbidden, InvalidTicket, RequestError, UnknownPortal
 from ..settings import Settings
 from ._body import read_body
 from ._bulk import add_bulk_routes
@@ -264,12 +264,8 @@ async def _admin_ticket(gw: Gateway, request: Request) -> str:
     """``/oauth/start?portal=NAME`` with the admin token: a ticket made on the spot."""
     name = request.query_params.get("portal")
     if not name or not _is_admin(gw, request):
-        raise ConnectError(
-            "a valid ticket (from `b24gate portal authorize`) is required",
-            status=403,
-            code="invalid_ticket",
-        )
+        raise InvalidTicket("a valid ticket (from `b24gate portal authorize`) is required")
     portal = await gw.store.portal(name)
     if portal is None:
-        raise ConnectError(f"no portal {name!r}", status=404, code="unknown_portal")
+        raise UnknownPortal(f"no portal {name!r}")
     return await gw.connector.ticket_url(portal, force=request.query_params.get("force") == "1")

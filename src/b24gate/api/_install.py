@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from .._php import parse_php_query
 from ..core import Gateway, peer_address
-from ..errors import B24GateError, RateLimited, RequestError
+from ..errors import B24GateError, InvalidJson, RateLimited
 from ._body import read_body
 from ._errors import error_response, json_response
 
@@ -99,14 +99,14 @@ def parse_event(raw: bytes, content_type: str) -> dict[str, Any]:
     try:
         text = raw.removeprefix(_BOM).decode("utf-8")
     except UnicodeDecodeError:
-        raise RequestError("the body is not UTF-8", code="invalid_json") from None
+        raise InvalidJson("the body is not UTF-8") from None
     if content_type.split(";")[0].strip().lower() == "application/json":
         try:
             body = json.loads(text)
         except (ValueError, RecursionError):  # deep nesting is as malformed as bad syntax
-            raise RequestError("the body is not valid JSON", code="invalid_json") from None
+            raise InvalidJson("the body is not valid JSON") from None
         if not isinstance(body, dict):
-            raise RequestError("the body must be a JSON object", code="invalid_json")
+            raise InvalidJson("the body must be a JSON object")
         return body
     return parse_php_query(text)
 

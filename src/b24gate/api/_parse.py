@@ -14,17 +14,15 @@ from typing import Any
 import orjson
 
 from .._php import MAX_INPUT_NESTING
-from ..errors import RequestError
+from ..errors import InvalidJson, RequestError, TooDeep
 
 _BOM = b"\xef\xbb\xbf"
 # Values looked at between two pauses of check_depth_yielding: about a millisecond.
 _STEP = 20_000
 
 
-def too_deep(where: str) -> RequestError:
-    return RequestError(
-        f"{where} is nested deeper than {MAX_INPUT_NESTING} levels", code="too_deep"
-    )
+def too_deep(where: str) -> TooDeep:
+    return TooDeep(f"{where} is nested deeper than {MAX_INPUT_NESTING} levels")
 
 
 def _depth_steps(value: Any, where: str, limit: int) -> Iterator[None]:
@@ -63,9 +61,9 @@ def json_object(raw: bytes, fields: frozenset[str]) -> dict[str, Any]:
         body = orjson.loads(raw.removeprefix(_BOM))
     except (UnicodeDecodeError, ValueError, RecursionError):
         # orjson refuses more than 1,024 levels itself (a ValueError): never a 500.
-        raise RequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
+        raise InvalidJson("the body is not valid UTF-8 JSON") from None
     if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object", code="invalid_json")
+        raise InvalidJson("the body must be a JSON object")
     unknown = sorted(set(body) - fields)
     if unknown:
         raise RequestError(f"unknown field(s): {', '.join(unknown)}")

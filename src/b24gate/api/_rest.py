@@ -44,12 +44,16 @@ from ..errors import (
     BitrixError,
     BodyTooLarge,
     Forbidden,
+    InvalidJson,
+    InvalidMethod,
     NeedsAuthorization,
     OAuthError,
     OutcomeUnknown,
     RateLimited,
     RequestError,
     TokenRejected,
+    TooDeep,
+    TooManyParameters,
     Unauthorized,
     UnknownPortal,
     UpstreamError,
@@ -164,14 +168,11 @@ def _text(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise RequestError("the form is not UTF-8", code="invalid_request") from None
+        raise RequestError("the form is not UTF-8") from None
 
 
-def _too_many() -> BodyTooLarge:
-    return BodyTooLarge(
-        f"more than {MAX_INPUT_VARS} parameters (PHP's max_input_vars)",
-        code="too_many_parameters",
-    )
+def _too_many() -> TooManyParameters:
+    return TooManyParameters(f"more than {MAX_INPUT_VARS} parameters (PHP's max_input_vars)")
 
 
 def _nested(pairs: list[tuple[str, str]]) -> Params:
@@ -181,7 +182,7 @@ def _nested(pairs: list[tuple[str, str]]) -> Params:
     except TooManyVariables:
         raise _too_many() from None
     except NestingTooDeep as exc:
-        raise RequestError(str(exc), code="too_deep") from None
+        raise TooDeep(str(exc)) from None
 
 
 async def _decoded(text: str) -> str:
@@ -240,9 +241,9 @@ async def _json_body(raw: bytes) -> Params:
         body = orjson.loads(raw.removeprefix(_BOM).strip() or b"{}")
     except (ValueError, RecursionError):
         # orjson refuses more than 1,024 levels itself: a ValueError like any bad JSON.
-        raise RequestError("the body is not valid UTF-8 JSON", code="invalid_json") from None
+        raise InvalidJson("the body is not valid UTF-8 JSON") from None
     if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object", code="invalid_json")
+        raise InvalidJson("the body must be a JSON object")
     # The top-level object stands for $_REQUEST; its values nest as deep as brackets may.
     await check_depth_yielding(body, "the body", MAX_INPUT_NESTING + 1)
     return body
@@ -350,7 +351,7 @@ def bitrix_error(exc: B24GateError, *, url_key: bool) -> tuple[int, str, str]:
     if isinstance(exc, BodyTooLarge):
         return 413, "INVALID_REQUEST", exc.message
     if isinstance(exc, RequestError):
-        if exc.code == "invalid_method":
+        if isinstance(exc, InvalidMethod):
             return 404, "ERROR_METHOD_NOT_FOUND", "Method not found!"
         return 400, "INVALID_REQUEST", exc.message
     if isinstance(exc, OutcomeUnknown):

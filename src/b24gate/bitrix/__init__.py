@@ -12,7 +12,6 @@ plans' request budgets. It knows nothing of b24gate's clients or storage.
 
 from ._batch import BatchAnswer, as_map, command_error
 from ._commands import (
-    INVALID_BATCH,
     REFERENCE,
     Batch,
     BatchCommand,
@@ -24,6 +23,7 @@ from ._commands import (
     parse_batch,
     parse_command,
 )
+from ._errors import classify
 from ._limits import BATCH_LIMIT, OPERATING_LIMIT, PAGE_SIZE
 from ._names import METHOD_NAME, method_reads, valid_method
 from ._oauth import (
@@ -47,7 +47,6 @@ __all__ = [
     "DEFAULT_OAUTH_URL",
     "DEFAULT_PLAN",
     "DEFAULT_REST_TIMEOUT",
-    "INVALID_BATCH",
     "METHOD_NAME",
     "OPERATING_LIMIT",
     "PAGE_SIZE",
@@ -65,6 +64,7 @@ __all__ = [
     "app_info_url",
     "as_map",
     "batchable",
+    "classify",
     "command_error",
     "encode_batch",
     "encode_command",

@@ -28,10 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._php import build_php_query
-from ..errors import RequestError
+from ..errors import InvalidBatch, RequestError
 from ._names import method_reads, valid_method
-
-INVALID_BATCH = "invalid_batch"
 
 # Bitrix24's own pattern for a reference to an earlier command's answer inside a batch
 # (CRestUtil::processBatchElement): `$result[c0][EMAIL]`, `$result_[c0]`, `$ERROR[c0]`,
@@ -49,8 +47,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CMD, _HALT = "CMD", "HALT"
 
 
-def _bad(message: str) -> RequestError:
-    return RequestError(message, code=INVALID_BATCH)
+def _bad(message: str) -> InvalidBatch:
+    return InvalidBatch(message)
 
 
 def _shown(value: Any) -> str:

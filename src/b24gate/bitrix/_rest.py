@@ -20,25 +20,22 @@ from yarl import URL
 
 from b24gate.errors import (
     BitrixError,
-    CredentialsRejected,
-    OperationTimeLimit,
+    InvalidMethod,
     OutcomeUnknown,
     PortalMoved,
     PortalUnavailable,
-    QueryLimitExceeded,
     RequestError,
-    TokenRejected,
     UpstreamInvalid,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 
+from ._errors import classify
 from ._names import valid_method
 
 DEFAULT_REST_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=5, sock_connect=5)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_TOKEN_ERRORS = frozenset({"EXPIRED_TOKEN", "INVALID_TOKEN"})
 _HEADERS = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
 _log = logging.getLogger("b24gate.bitrix")
 
@@ -56,16 +53,6 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _reset_at(body: Mapping[str, Any]) -> float | None:
-    timing = body.get("time")
-    if not isinstance(timing, Mapping):
-        return None
-    value = timing.get("operating_reset_at")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _bitrix_error(method: str, status: int, body: dict[str, Any], auth: str | None) -> BitrixError:
     raw_error = body["error"]
     if isinstance(raw_error, Mapping):  # REST 3.0: {"error": {"code", "message"}}
@@ -76,25 +63,15 @@ def _bitrix_error(method: str, status: int, body: dict[str, Any], auth: str | No
         # Bitrix24 does not echo the token, but its text must never carry it if it did.
         error = error.replace(auth, "[redacted]")
         description = description.replace(auth, "[redacted]")
-    key = error.upper()
-    exc: BitrixError
-    if key in _TOKEN_ERRORS:
-        exc = TokenRejected(status, error, description, body)
-    elif key == "INVALID_CREDENTIALS":
-        exc = CredentialsRejected(status, error, description, body)
-    elif key == "QUERY_LIMIT_EXCEEDED":
-        exc = QueryLimitExceeded(status, error, description, body)
-    elif key == "OPERATION_TIME_LIMIT":
-        exc = OperationTimeLimit(status, error, description, body, reset_at=_reset_at(body))
-    else:
-        exc = BitrixError(status, error, description, body)
+    exc = classify(status, error, description, body)
     # BitrixError's message is Bitrix24's words; the method goes into tracebacks and logs.
     exc.add_note(f"while calling {method}")
     return exc
 
 
 def _redirect(method: str, status: int, location: str | None, request_url: URL) -> NoReturn:
-    """A 3xx: another host means the portal moved; its own host, a licence page (§6, §7)."""
+    """A 3xx: another host means the portal moved; its own host, a licence page
+    (docs/protocol.md §6, §7)."""
     try:
         target = request_url.join(URL(location or ""))
     except ValueError:
@@ -140,7 +117,7 @@ class RestClient:
         its secret). ``write`` says whether a lost answer may hide a done call.
         """
         if not valid_method(method):
-            raise RequestError("the method name is not allowed", code="invalid_method")
+            raise InvalidMethod("the method name is not allowed")
         payload = dict(params)
         if auth is not None:
             payload["auth"] = auth

@@ -3,6 +3,8 @@ connect flow, the app's install events, the path of a call (admission, the dispa
 Bitrix24's operating-time budget, the scheduler and limiter, forwarding), and bulk calls
 and list exports on top of it."""
 
+# The errors of the connect flow and of install events, from the one tree, offered here too.
+from ..errors import ConnectError, EventRefused, EventUnverifiable
 from ._access import (
     NewKey,
     authenticate,
@@ -42,7 +44,7 @@ from ._admin import (
     webhook_portal,
 )
 from ._bulk import MAX_COMMANDS, BulkResult, Command, run_commands
-from ._connect import Connected, ConnectError, Connector
+from ._connect import Connected, Connector
 from ._dispatcher import CallResult, Dispatcher
 from ._export import (
     MAX_PAGE_SIZE,
@@ -55,7 +57,7 @@ from ._export import (
 )
 from ._forward import RetryPolicy, rest_base
 from ._gateway import Gateway
-from ._install import EventRefused, EventUnverifiable, Installer
+from ._install import Installer
 from ._tokens import TokenManager, TokenPolicy
 from ._webhook import fix_for, webhook_fix
 

@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from ..bitrix import parse_batch
-from ..errors import Forbidden, Unauthorized
+from ..errors import IpForbidden, MethodForbidden, Unauthorized
 from ..store import Client
 
 KEY_PREFIX = "b24_"
@@ -75,12 +75,12 @@ def admit(patterns: Sequence[str], method: str, params: Mapping[str, Any]) -> Ma
     """
     if method.lower() != "batch":
         if not method_allowed(patterns, method):
-            raise Forbidden(f"this key may not call {method}", code="method_forbidden")
+            raise MethodForbidden(f"this key may not call {method}")
         return params
     batch = parse_batch(params)
     for name in batch.methods:
         if not method_allowed(patterns, name):
-            raise Forbidden(f"this key may not call {name}", code="method_forbidden")
+            raise MethodForbidden(f"this key may not call {name}")
     return batch.params()
 
 
@@ -90,9 +90,9 @@ def check_address(cidrs: Sequence[str], address: str | None) -> None:
     try:
         ip = ipaddress.ip_address(address or "")
     except ValueError:
-        raise Forbidden("the caller's address is not allowed", code="ip_forbidden") from None
+        raise IpForbidden("the caller's address is not allowed") from None
     if not any(ip in ipaddress.ip_network(c, strict=False) for c in cidrs):
-        raise Forbidden(f"address {ip} is not allowed for this key", code="ip_forbidden")
+        raise IpForbidden(f"address {ip} is not allowed for this key")
 
 
 def peer_address(

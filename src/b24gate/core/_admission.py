@@ -23,8 +23,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..bitrix import INVALID_BATCH, valid_method
-from ..errors import Forbidden, NeedsAuthorization, RequestError, UnknownPortal
+from ..bitrix import valid_method
+from ..errors import (
+    Forbidden,
+    InvalidBatch,
+    InvalidMethod,
+    NeedsAuthorization,
+    RequestError,
+    UnknownPortal,
+)
 from ..store import Client, Portal, ReadCache
 from ._access import admit, check_address
 from ._hosts import host_of
@@ -62,16 +69,13 @@ async def admit_calls(
 
     for i, (method, _) in enumerate(calls):
         if not valid_method(method):
-            raise RequestError(
-                f"{where(i)}{method[:80]!r} is not a Bitrix24 method name", code="invalid_method"
-            )
+            raise InvalidMethod(f"{where(i)}{method[:80]!r} is not a Bitrix24 method name")
         if entrance == "rest3" and method.lower() == "batch":
             # REST 3.0's batch: its commands are objects in a shape of its own that the
             # gateway does not read, so it could not say which methods would run.
-            raise RequestError(
+            raise InvalidBatch(
                 "REST 3.0's batch is not passed through (its commands cannot be checked "
-                "against the key's methods); send REST 1's batch to /rest/batch",
-                code=INVALID_BATCH,
+                "against the key's methods); send REST 1's batch to /rest/batch"
             )
         if numbered and method.lower() == "batch":
             raise RequestError(
@@ -87,7 +91,8 @@ async def admit_calls(
         except Forbidden as exc:
             if not numbered:
                 raise
-            raise Forbidden(f"{where(i)}{exc.message}", code=exc.code) from None
+            # The same refusal (its class is its code), numbered.
+            raise type(exc)(f"{where(i)}{exc.message}") from None
     if portal.state != "connected":
         raise NeedsAuthorization(
             portal.name,

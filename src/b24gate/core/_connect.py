@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from ..bitrix import OAuthClient
-from ..errors import B24GateError, OAuthError
+from ..errors import (
+    AccessDenied,
+    CodeRefused,
+    DomainMismatch,
+    InvalidCallback,
+    InvalidState,
+    InvalidTicket,
+    MemberMismatch,
+    NotOAuth,
+    OAuthError,
+    UnknownPortal,
+)
 from ..store import Portal, Store
 from ._hosts import host_of
 from ._tokens import TokenManager, acceptable_endpoint, grant_of, uses_get
@@ -28,13 +39,6 @@ log = logging.getLogger("b24gate.connect")
 
 TICKET_TTL = 15 * 60.0
 STATE_TTL = 10 * 60.0
-
-
-class ConnectError(B24GateError):
-    """The connect flow cannot go on; the message is shown to the administrator."""
-
-    code = "connect_failed"
-    status = 400
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,10 @@ class Connector:
 
     async def ticket_url(self, portal: Portal, *, force: bool = False) -> str:
         if portal.kind != "oauth":
-            raise ConnectError(
+            raise NotOAuth(
                 f"portal {portal.name!r} calls an incoming webhook and needs no authorization; "
                 f"to replace the webhook run `b24gate portal set {portal.name} "
-                "--webhook-url-file FILE`",
-                code="not_oauth",
+                "--webhook-url-file FILE`"
             )
         ticket = secrets.token_urlsafe(32)
         await self._store.add_ticket(_digest(ticket), portal.id, self._clock() + TICKET_TTL, force)
@@ -85,10 +88,8 @@ class Connector:
         """Trade a ticket for the portal's authorize URL, carrying a fresh one-time state."""
         used = await self._store.use_ticket(_digest(ticket), self._clock())
         if used is None:
-            raise ConnectError(
-                "this link is unknown, used or expired: run `b24gate portal authorize` again",
-                status=403,
-                code="invalid_ticket",
+            raise InvalidTicket(
+                "this link is unknown, used or expired: run `b24gate portal authorize` again"
             )
         portal_id, force = used
         portal = await self._portal_by_id(portal_id)
@@ -103,24 +104,18 @@ class Connector:
         for portal in await self._store.portals():
             if portal.id == portal_id:
                 return portal
-        raise ConnectError(
-            "the portal of this link no longer exists", status=404, code="unknown_portal"
-        )
+        raise UnknownPortal("the portal of this link no longer exists")
 
     async def callback(self, query: Mapping[str, str]) -> Connected:
         if query.get("error"):
-            raise ConnectError(
-                f"Bitrix24 did not grant access: {query.get('error')}", code="access_denied"
-            )
+            raise AccessDenied(f"Bitrix24 did not grant access: {query.get('error')}")
         code, state = query.get("code"), query.get("state")
         if not code or not state:
-            raise ConnectError("the callback lacks `code` or `state`", code="invalid_callback")
+            raise InvalidCallback("the callback lacks `code` or `state`")
         used = await self._store.use_state(_digest(state), self._clock())
         if used is None:
-            raise ConnectError(
-                "unknown, used or expired state: start again from `b24gate portal authorize`",
-                status=403,
-                code="invalid_state",
+            raise InvalidState(
+                "unknown, used or expired state: start again from `b24gate portal authorize`"
             )
         portal_id, force = used
         portal = await self._portal_by_id(portal_id)
@@ -129,17 +124,15 @@ class Connector:
             {host_of(portal.client_endpoint)} if portal.client_endpoint else set()
         )
         if domain not in known:
-            raise ConnectError(
-                f"the grant came from {domain or 'an unnamed portal'}, not from {portal.domain}",
-                code="domain_mismatch",
+            raise DomainMismatch(
+                f"the grant came from {domain or 'an unnamed portal'}, not from {portal.domain}"
             )
         member_id = query.get("member_id", "")
         if portal.member_id and member_id != portal.member_id and not force:
-            raise ConnectError(
+            raise MemberMismatch(
                 f"this is another Bitrix24 (member_id {member_id}) than the one {portal.name!r} "
                 "was connected to; if that is intended run "
-                f"`b24gate portal authorize {portal.name} --force`",
-                code="member_mismatch",
+                f"`b24gate portal authorize {portal.name} --force`"
             )
         try:
             tokens = await self._oauth.exchange_code(
@@ -150,13 +143,9 @@ class Connector:
                 use_get=uses_get(portal),
             )
         except OAuthError as exc:
-            raise ConnectError(
-                f"the OAuth server refused the code: {exc.error}", code="code_refused"
-            ) from None
+            raise CodeRefused(f"the OAuth server refused the code: {exc.error}") from None
         if tokens.member_id and member_id and tokens.member_id != member_id:
-            raise ConnectError(
-                "the OAuth server answered for another portal", code="member_mismatch"
-            )
+            raise MemberMismatch("the OAuth server answered for another portal")
         granted = query.get("scope", "")
         await self._tokens.replace(
             portal,

@@ -35,7 +35,14 @@ from ..bitrix import (
     encode_batch,
     valid_method,
 )
-from ..errors import B24GateError, RateLimited, RequestError, UpstreamInvalid
+from ..errors import (
+    B24GateError,
+    InvalidMethod,
+    OperationTimeLimit,
+    RateLimited,
+    RequestError,
+    UpstreamInvalid,
+)
 from ._dispatcher import CallResult
 from ._operating import OPERATING_WAIT
 
@@ -96,7 +103,7 @@ def list_query(method: str, params: Mapping[str, Any]) -> ListQuery:
     records: the export pages by it, and a record without its ID is of little use.
     """
     if not valid_method(method):
-        raise RequestError(f"{method[:80]!r} is not a Bitrix24 method name", code="invalid_method")
+        raise InvalidMethod(f"{method[:80]!r} is not a Bitrix24 method name")
     if not method.lower().endswith(".list"):
         raise RequestError(f"{method} is not a list method: the name must end in .list")
     shape = SHAPES.get(method.lower(), CLASSIC)
@@ -287,8 +294,8 @@ class Pager:
     def _page_error(self, error: Mapping[str, Any]) -> B24GateError:
         if not error:
             return UpstreamInvalid("Bitrix24's batch did not answer the first page")
-        code = str(error.get("error", ""))
-        if code == "OPERATION_TIME_LIMIT":
+        exc = command_error(error)
+        if isinstance(exc, OperationTimeLimit):
             # A block inside a batch comes without the time it lifts: wait a minute, as the
             # dispatcher does when Bitrix24 gives no `operating_reset_at`.
             return RateLimited(
@@ -296,7 +303,7 @@ class Pager:
                 OPERATING_WAIT,
                 operation_time=True,
             )
-        return command_error(error)
+        return exc
 
 
 async def read_page(pager: Pager, size: int) -> tuple[list[Record], int | None]:

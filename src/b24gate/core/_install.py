@@ -33,13 +33,15 @@ from typing import Any, NoReturn
 
 from ..bitrix import OAuthClient, RestClient
 from ..errors import (
-    B24GateError,
     BitrixError,
+    EventRefused,
+    EventUnverifiable,
     OAuthError,
     OAuthUnavailable,
     OperationTimeLimit,
     QueryLimitExceeded,
     RequestError,
+    UnknownEvent,
     UpstreamError,
 )
 from ..store import Grant, Portal, Store
@@ -52,27 +54,6 @@ log = logging.getLogger("b24gate.install")
 UNINSTALLED = "the application was uninstalled"
 _MEMBER_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 _DEFAULT_TTL = 3600.0
-
-
-class EventRefused(B24GateError):
-    """The event is forged or cannot be matched to a portal. The message says nothing that
-    would help a forger; the log has the reason."""
-
-    code = "event_refused"
-    status = 403
-
-    def __init__(self) -> None:
-        super().__init__("the event was refused")
-
-
-class EventUnverifiable(B24GateError):
-    """The OAuth server or the portal that could vouch for the event's token did not answer."""
-
-    code = "oauth_unavailable"
-    status = 503
-
-    def __init__(self) -> None:
-        super().__init__("the event cannot be verified now")
 
 
 def _shown(value: Any) -> str:
@@ -136,7 +117,7 @@ class Installer:
             return await self.install(auth)
         if name == "ONAPPUNINSTALL":
             return await self.uninstall(auth)
-        raise RequestError(f"the event {name[:40]!r} is not handled here", code="unknown_event")
+        raise UnknownEvent(f"the event {name[:40]!r} is not handled here")
 
     # -- install ---------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from ..bitrix import parse_webhook_url
-from ..errors import B24GateError, BitrixError, NeedsAuthorization, PortalMoved
+from ..errors import BitrixError, NeedsAuthorization, PortalMisconfigured, PortalMoved
 from ..store import Portal, Store
 
 
@@ -32,9 +32,8 @@ def webhook_base(portal: Portal) -> str:
     try:
         return parse_webhook_url(portal.webhook_url or "").base
     except ValueError:
-        raise B24GateError(
-            f"portal {portal.name!r} has no usable webhook URL; {webhook_fix(portal.name)}",
-            code="portal_misconfigured",
+        raise PortalMisconfigured(
+            f"portal {portal.name!r} has no usable webhook URL; {webhook_fix(portal.name)}"
         ) from None
 
 

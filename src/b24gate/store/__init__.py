@@ -5,12 +5,13 @@ one-time tickets and states, and the cross-process refresh lock, on SQLite or Po
     store = await Store.open(database_url(data_dir, url), cipher)
 """
 
+# The store's own errors belong to the one tree (b24gate.errors); also offered here.
+from ..errors import LockTimeout, StoreConflict
 from ._cache import ReadCache
 from ._changes import ChangeWatch
 from ._crypto import Cipher, key_id
 from ._engine import database_url, make_engine, upgrade
 from ._keyfile import load_master_key
-from ._locks import LockTimeout
 from ._store import (
     MAX_BURST,
     MAX_RATE,
@@ -22,7 +23,6 @@ from ._store import (
     PortalKind,
     PortalState,
     Store,
-    StoreConflict,
     TokenMethod,
 )
 

@@ -18,20 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..errors import B24GateError
+from ..errors import LockTimeout
 from ._engine import REFRESH_LOCK_NAMESPACE, dialect_of, write_transaction
 from ._schema import leases
 
 logger = logging.getLogger("b24gate.store")
 
 POLL_INTERVAL = 0.02
-
-
-class LockTimeout(B24GateError):
-    """Another process held the lock for longer than the caller was willing to wait."""
-
-    code = "lock_timeout"
-    status = 503
 
 
 def refresh_lock(

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..bitrix import parse_webhook_url, portal_origin
-from ..errors import ConfigError, Conflict, InvalidSetting, UnknownPortal
+from ..errors import ConfigError, InvalidSetting, StoreConflict, UnknownPortal
 from ._changes import ChangeWatch
 from ._crypto import KEY_MISMATCH, Cipher
 from ._engine import Dialect, dialect_of, make_engine, safe_url, upgrade, write_transaction
@@ -42,11 +42,6 @@ _KEY_CHECK: Final = "b24gate master key check"
 # an on-premise portal may be given more, within these bounds. Rate 0: no limit.
 MAX_RATE: Final = 1000.0
 MAX_BURST: Final = 100_000
-
-
-class StoreConflict(Conflict):
-    """A name, domain, key id or token that must be unique is taken, or a row it names is
-    missing. The message says which, and never holds a secret."""
 
 
 @dataclass(frozen=True)
