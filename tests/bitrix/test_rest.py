@@ -11,10 +11,11 @@ import httpx
 import pytest
 from aiohttp import web
 
-from b24gate.bitrix import RestClient
+from b24gate.bitrix import BatchAnswer, RestClient, classify
 from b24gate.errors import (
     B24GateError,
     BitrixError,
+    CredentialsRejected,
     OperationTimeLimit,
     OutcomeUnknown,
     PortalMoved,
@@ -178,6 +179,55 @@ async def test_an_unknown_method_is_a_bitrix_error(
     with pytest.raises(BitrixError) as caught:
         await rest_client.call(rest_base, "crm.nothing.here", {}, auth=token, write=False)
     assert (caught.value.status, caught.value.error) == (404, "ERROR_METHOD_NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("code", "cls", "status"),
+    [
+        ("expired_token", TokenRejected, 401),
+        ("invalid_token", TokenRejected, 401),
+        ("INVALID_CREDENTIALS", CredentialsRejected, 401),
+        ("QUERY_LIMIT_EXCEEDED", QueryLimitExceeded, 503),
+        ("OPERATION_TIME_LIMIT", OperationTimeLimit, 429),
+        ("ERROR_METHOD_NOT_FOUND", BitrixError, 404),
+        ("", BitrixError, 400),
+    ],
+)
+@pytest.mark.parametrize("spelling", [str.lower, str.upper])
+async def test_a_code_means_the_same_in_either_case_from_a_call_or_a_batch(
+    rest_client: RestClient,
+    tiny_server: TinyServer,
+    code: str,
+    cls: type[BitrixError],
+    status: int,
+    spelling: Any,
+) -> None:
+    """One classifier: whichever case a portal spells a code in, and whether it answers a
+    call or a command inside a batch, the same error comes back, so the same retry policy
+    applies (a token refresh, a back-off, an operating-time hold)."""
+    said = spelling(code)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": said, "error_description": "words"}, status=status)
+
+    base = await tiny_server(handler)
+    with pytest.raises(BitrixError) as caught:
+        await rest_client.call(f"{base}/rest/", "crm.deal.list", {}, auth="0" * 32, write=False)
+    batch = BatchAnswer.of(
+        {"result": {"result_error": {"c0": {"error": said, "error_description": "words"}}}}
+    )
+    command = batch.outcome("c0")
+    assert isinstance(command, BitrixError)
+    for exc in (caught.value, command):
+        assert type(exc) is cls
+        # A command's error has no status of its own: it gets the one the call would have.
+        assert (exc.status, exc.error, exc.description) == (status, said, "words")
+
+
+def test_a_code_of_no_class_keeps_bitrix24s_status() -> None:
+    exc = classify(418, "Some_Method_Error", "words", {"error": "Some_Method_Error"})
+    assert type(exc) is BitrixError
+    assert (exc.status, exc.code) == (418, "bitrix_error")
 
 
 # -- redirects ---------------------------------------------------------------------------
