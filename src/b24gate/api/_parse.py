@@ -11,12 +11,10 @@ import asyncio
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import orjson
-
+from .._json import read_json
 from .._php import MAX_INPUT_NESTING
 from ..errors import InvalidJson, RequestError, TooDeep
 
-_BOM = b"\xef\xbb\xbf"
 # Values looked at between two pauses of check_depth_yielding: about a millisecond.
 _STEP = 20_000
 
@@ -58,9 +56,8 @@ async def check_depth_yielding(value: Any, where: str, limit: int = MAX_INPUT_NE
 def json_object(raw: bytes, fields: frozenset[str]) -> dict[str, Any]:
     """A JSON object (a UTF-8 BOM allowed, as 1C writes one) with no unknown fields."""
     try:
-        body = orjson.loads(raw.removeprefix(_BOM))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        # orjson refuses more than 1,024 levels itself (a ValueError): never a 500.
+        body = read_json(raw)
+    except ValueError:
         raise InvalidJson("the body is not valid UTF-8 JSON") from None
     if not isinstance(body, dict):
         raise InvalidJson("the body must be a JSON object")

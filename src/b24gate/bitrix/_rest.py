@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from b24gate._json import read_json
 from b24gate.errors import (
     BitrixError,
     InvalidMethod,
@@ -47,8 +48,8 @@ def _host(url: URL) -> str:
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
-        body = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
-    except (ValueError, RecursionError):
+        body = read_json(raw)
+    except ValueError:
         return None
     return body if isinstance(body, dict) else None
 
