@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from b24gate.api._rest import error_response
+from b24gate.api._errors import error_response
+from b24gate.api._rest import bitrix_shape
 from b24gate.core import new_key
 from b24gate.errors import TokenRejected
 
@@ -264,8 +265,7 @@ async def test_a_portal_refusing_fresh_tokens_is_never_expired_token(
     assert "expired_token" in description
     v3 = error_response(
         TokenRejected(401, "invalid_token", "Unable to get application by token."),
-        url_key=False,
-        v3=True,
+        bitrix_shape(url_key=False, v3=True),
     )
     assert v3.status_code == 403
     assert b'"code":"ACCESS_DENIED"' in v3.body

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hmac
 import html
-import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,19 +17,19 @@ from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import __version__
-from ..core import ConnectError, Gateway, authenticate, peer_address
+from ..core import ConnectError, Gateway
 from ..errors import B24GateError, Forbidden, InvalidTicket, RequestError, UnknownPortal
 from ..settings import Settings
 from ._body import read_body
 from ._bulk import add_bulk_routes
-from ._errors import error_response, json_response, log_call, reduced_batch
+from ._errors import error_response, json_response, reduced_batch
 from ._fast import FastPaths
+from ._frame import Frame, caller
 from ._install import add_install_routes
 from ._openapi import describe
-from ._parse import json_object, params_object, target, too_deep
+from ._parse import json_object, params_object, target
 from ._rest import add_rest_routes
 
-log = logging.getLogger("b24gate.calls")
 _CALL_FIELDS = frozenset({"portal", "domain", "method", "params"})
 
 
@@ -127,44 +125,24 @@ def create_app(
     async def call(request: Request) -> Response:
         """Forward one REST call to a portal with the portal's own token."""
         gw: Gateway = request.app.state.gateway
-        started = time.perf_counter()
-        who = portal = method = "-"
-        status, upstream_ms = 500, 0.0
-        try:
-            await gw.reads.refresh()
-            client = await authenticate(gw.reads, request.headers.get("authorization"))
-            who = client.name
+        with Frame("api", "/api/v1/call") as frame:
+            who = await caller(request, gw)
+            frame.who = who.client.name
             payload = parse_call(await read_body(request, gw.settings.body_limit))
-            method = payload.method if len(payload.method) <= 100 else payload.method[:100] + "…"
-            address = peer_address(
-                request.client.host if request.client else None,
-                request.headers.getlist("x-forwarded-for"),
-                gw.settings.trusted_proxies,
-            )
+            method = payload.method
+            frame.method = method if len(method) <= 100 else method[:100] + "…"
             result = await gw.dispatcher.call(
-                client,
-                payload.method,
+                who.client,
+                method,
                 payload.params,
                 portal_name=payload.portal,
                 domain=payload.domain,
-                address=address,
+                address=who.address,
             )
-            portal, upstream_ms, status = result.portal, result.upstream_ms, 200
-            data = reduced_batch(result.body) if payload.method.lower() == "batch" else result.body
+            frame.served(result)
+            data = reduced_batch(result.body) if method.lower() == "batch" else result.body
             return json_response({"success": True, "data": data})
-        except B24GateError as exc:
-            status = exc.status
-            return error_response(exc)
-        except RecursionError:
-            # The parsers cap nesting; should anything still recurse this deep, the
-            # client's input did it: a 400, not a 500 with a traceback per request.
-            status = 400
-            return error_response(too_deep("a parameter"))
-        except Exception:
-            log.exception("unexpected error in /api/v1/call (client=%s method=%s)", who, method)
-            return error_response(B24GateError("internal error; see the gateway's log"))
-        finally:
-            log_call(who, portal, method, status, started, upstream_ms, "api")
+        return frame.refusal
 
     @app.get("/oauth/start", include_in_schema=False)
     async def oauth_start(request: Request) -> Response:

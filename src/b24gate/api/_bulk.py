@@ -3,8 +3,6 @@ record of a list method, streamed as NDJSON, or one page at a time behind a curs
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -20,21 +18,18 @@ from ..core import (
     Command,
     Gateway,
     Pager,
-    authenticate,
     decode_cursor,
     encode_cursor,
     list_query,
-    peer_address,
     read_page,
     run_commands,
 )
 from ..errors import B24GateError, RequestError
-from ..store import Client
 from ._body import read_body
-from ._errors import dumps, error_body, error_response, json_response, log_call
-from ._parse import json_object, params_object, target, too_deep
+from ._errors import dumps, error_body, json_response
+from ._frame import Frame, caller
+from ._parse import json_object, params_object, target
 
-log = logging.getLogger("b24gate.calls")
 _BATCH_FIELDS = frozenset({"portal", "domain", "commands"})
 _COMMAND_FIELDS = frozenset({"method", "params"})
 _LIST_FIELDS = frozenset({"portal", "domain", "method", "params", "page_size", "cursor"})
@@ -140,7 +135,7 @@ def parse_list(raw: bytes) -> ListBody:
 def _entry(outcome: dict[str, Any] | B24GateError) -> dict[str, Any]:
     """One command's place in the answer: Bitrix24's result, or the error as /call gives it."""
     if isinstance(outcome, B24GateError):
-        error, _ = error_body(outcome)
+        error = error_body(outcome)
         del error["success"]
         return {"error": error}
     entry = {"result": outcome.get("result")}
@@ -155,10 +150,14 @@ def _line(value: Any) -> bytes:
 
 
 async def _ndjson(
-    pager: Pager, first: list[list[dict[str, Any]]], finish: Callable[[int], None]
+    pager: Pager,
+    first: list[list[dict[str, Any]]],
+    known: Callable[[Exception], B24GateError],
+    finish: Callable[[int], None],
 ) -> AsyncIterator[bytes]:
     """One record a line, then ``{"count": N}``; or, when a later request fails, a last line
-    ``{"error": {...}}`` instead (the status, 200, has been sent by then)."""
+    ``{"error": {...}}`` instead (the status, 200, has been sent by then): the error as
+    ``known`` (the request's :meth:`Frame.known`) makes it one of the tree."""
     count, status = 0, 200
     try:
         pages, first = first, []
@@ -171,29 +170,15 @@ async def _ndjson(
             pages = []  # one request's pages at a time: let these go before the next arrive
             pages = await pager.fetch()
         yield _line({"count": count})
-    except B24GateError as exc:
-        status = exc.status
-        yield _line(_entry(exc))
-    except Exception:
-        log.exception("unexpected error in /api/v1/list (method=%s)", pager.query.method)
-        status = 500
-        yield _line(_entry(B24GateError("internal error; see the gateway's log")))
+    except Exception as exc:
+        error = known(exc)
+        status = error.status
+        yield _line(_entry(error))
     except BaseException:  # the client went away (GeneratorExit) or the server stops
         status = 499
         raise
     finally:
         finish(status)
-
-
-async def _caller(request: Request, gw: Gateway) -> tuple[Client, str | None]:
-    await gw.reads.refresh()
-    client = await authenticate(gw.reads, request.headers.get("authorization"))
-    address = peer_address(
-        request.client.host if request.client else None,
-        request.headers.getlist("x-forwarded-for"),
-        gw.settings.trusted_proxies,
-    )
-    return client, address
 
 
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
@@ -229,38 +214,25 @@ def add_bulk_routes(app: FastAPI) -> None:
     async def batch(request: Request) -> Response:
         """Many independent calls to one portal; each gets its own result or error, in order."""
         gw: Gateway = request.app.state.gateway
-        started = time.perf_counter()
-        who = portal = "-"
-        method = "batch"
-        status, upstream_ms = 500, 0.0
-        try:
-            client, address = await _caller(request, gw)
-            who = client.name
+        with Frame("api", "/api/v1/batch") as frame:
+            frame.method = "batch"
+            who = await caller(request, gw)
+            frame.who = who.client.name
             payload = parse_batch(await read_body(request, gw.settings.body_limit))
-            method = f"batch[{len(payload.commands)}]"
+            frame.method = f"batch[{len(payload.commands)}]"
             done = await run_commands(
                 gw.dispatcher,
-                client,
+                who.client,
                 payload.commands,
                 portal_name=payload.portal,
                 domain=payload.domain,
-                address=address,
+                address=who.address,
             )
-            portal, upstream_ms, status = done.portal, done.upstream_ms, 200
+            frame.served(done)
             return json_response(
                 {"success": True, "results": [_entry(outcome) for outcome in done.outcomes]}
             )
-        except B24GateError as exc:
-            status = exc.status
-            return error_response(exc)
-        except RecursionError:
-            status = 400  # the client's input nested past every cap: its error, not ours
-            return error_response(too_deep("a parameter"))
-        except Exception:
-            log.exception("unexpected error in /api/v1/batch (client=%s)", who)
-            return error_response(B24GateError("internal error; see the gateway's log"))
-        finally:
-            log_call(who, portal, method, status, started, upstream_ms, "api")
+        return frame.refusal
 
     @app.post(
         "/api/v1/list",
@@ -270,31 +242,28 @@ def add_bulk_routes(app: FastAPI) -> None:
     async def list_(request: Request) -> Response:
         """Every record of a list method, in ID order: NDJSON, or one page with `page_size`."""
         gw: Gateway = request.app.state.gateway
-        started = time.perf_counter()
-        who = portal = method = "-"
-        status = 500
-        pager: Pager | None = None
-        streaming = False
-        try:
-            client, address = await _caller(request, gw)
-            who = client.name
+        with Frame("api", "/api/v1/list") as frame:
+            who = await caller(request, gw)
+            frame.who = who.client.name
             payload = parse_list(await read_body(request, gw.settings.body_limit))
-            method = payload.method[:100]
+            frame.method = payload.method[:100]
             query = list_query(payload.method, payload.params)
             after = query.after
             if payload.cursor is not None:
                 after = max(after, decode_cursor(query, payload.cursor))
             call = partial(
                 gw.dispatcher.call,
-                client,
+                who.client,
                 portal_name=payload.portal,
                 domain=payload.domain,
-                address=address,
+                address=who.address,
             )
             pager = Pager(call, query, after)
+            # The pager's portal and upstream time go into the line even when it fails.
+            frame.source = pager
             if payload.page_size is not None:
                 items, next_after = await read_page(pager, payload.page_size)
-                status = 200
+                frame.served(pager)
                 return json_response(
                     {
                         "success": True,
@@ -306,28 +275,9 @@ def add_bulk_routes(app: FastAPI) -> None:
                 )
             # The first request before the answer starts: a refusal is then a plain error.
             first = await pager.fetch()
-
-            def finish(end: int, pager: Pager = pager) -> None:
-                log_call(who, pager.portal, method, end, started, pager.upstream_ms, "api")
-
-            streaming = True
             return StreamingResponse(
-                _ndjson(pager, first, finish),
+                _ndjson(pager, first, frame.known, frame.later()),
                 media_type=NDJSON,
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
-        except B24GateError as exc:
-            status = exc.status
-            return error_response(exc)
-        except RecursionError:
-            status = 400  # the client's input nested past every cap: its error, not ours
-            return error_response(too_deep("a parameter"))
-        except Exception:
-            log.exception("unexpected error in /api/v1/list (client=%s method=%s)", who, method)
-            return error_response(B24GateError("internal error; see the gateway's log"))
-        finally:
-            if not streaming:
-                if pager is not None:
-                    portal = pager.portal
-                upstream_ms = pager.upstream_ms if pager is not None else 0.0
-                log_call(who, portal, method, status, started, upstream_ms, "api")
+        return frame.refusal

@@ -1,20 +1,26 @@
-"""Errors as the JSON every client gets (docs/design.md §4), and the one log line per call."""
+"""Errors as answers (docs/design.md §4): one renderer for every surface.
+
+:func:`error_response` turns an error into the HTTP answer. The surface picks only the
+shape (:data:`Shape`): the status and body in its own words, the gateway's JSON on
+``/api/v1`` (:func:`gateway_shape`), Bitrix24's on ``/rest/`` (``bitrix_shape`` in
+:mod:`._rest`). What every error answer carries is decided here, once:
+``Cache-Control: no-store``, and ``Retry-After`` when the client should wait
+(:func:`retry_after`: a rate limit's wait, or a second for any other 503).
+"""
 
 from __future__ import annotations
 
-import logging
 import math
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
-from .._logs import fields_text
 from ..errors import B24GateError, BitrixError, RateLimited
 
-call_log = logging.getLogger("b24gate.calls")
+Shape = Callable[[B24GateError], tuple[int, Any]]
+"""A surface's words for an error: the status it answers and the body."""
 
 
 def dumps(body: Any) -> bytes:
@@ -54,52 +60,46 @@ def reduced_batch(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "result": {**outer, "result_error": errors}}
 
 
-def error_body(exc: B24GateError) -> tuple[dict[str, Any], dict[str, str]]:
+def retry_after(exc: B24GateError, status: int) -> int | None:
+    """The whole seconds a client waits before it tries again, when ``exc`` is answered
+    with ``status``; ``None``: no advice.
+
+    A rate limit's wait is rounded up (a client back a fraction early is only refused
+    again), and is at least a second; any other 503 (Bitrix24, a lock or the OAuth server
+    busy for a moment) says one second.
+    """
+    if isinstance(exc, RateLimited):
+        return max(1, math.ceil(exc.retry_after))
+    if status == 503:
+        return 1
+    return None
+
+
+def error_body(exc: B24GateError) -> dict[str, Any]:
+    """The gateway's own JSON for an error: ``/api/v1``'s answer, and each failed command's
+    place in a bulk answer."""
     body: dict[str, Any] = {
         "success": False,
         "error": exc.message,
         "code": exc.code,
         "status": exc.status,
     }
-    headers: dict[str, str] = {}
     if isinstance(exc, BitrixError):
         body["bitrix"] = {"error": exc.error, "error_description": exc.description}
-    if isinstance(exc, RateLimited):
-        seconds = max(1, math.ceil(exc.retry_after))
-        body["retry_after"] = seconds
-        headers["Retry-After"] = str(seconds)
-    elif exc.status == 503:
-        body["retry_after"] = 1
-        headers["Retry-After"] = "1"
-    return body, headers
+    wait = retry_after(exc, exc.status)
+    if wait is not None:
+        body["retry_after"] = wait
+    return body
 
 
-def error_response(exc: B24GateError) -> Response:
-    body, headers = error_body(exc)
-    return json_response(body, exc.status, headers)
+def gateway_shape(exc: B24GateError) -> tuple[int, Any]:
+    """``/api/v1``'s :data:`Shape`: the error's own status, :func:`error_body`."""
+    return exc.status, error_body(exc)
 
 
-def log_call(
-    who: str,
-    portal: str,
-    method: str,
-    status: int,
-    started: float,
-    upstream_ms: float,
-    surface: str,
-) -> None:
-    """The one log line per call: who, where, what, how it ended and how long it took.
-
-    Never the parameters, a token or a key. The client chose its name and the method, so
-    each value is escaped (:func:`b24gate._logs.field`) and JSON lines get them as fields.
-    """
-    fields = {
-        "client": who,
-        "portal": portal,
-        "method": method,
-        "status": status,
-        "total_ms": round((time.perf_counter() - started) * 1000, 1),
-        "upstream_ms": round(upstream_ms, 1),
-        "surface": surface,
-    }
-    call_log.info("%s", fields_text(fields), extra={"fields": fields})
+def error_response(exc: B24GateError, shape: Shape = gateway_shape) -> Response:
+    """The one renderer: ``exc`` in the surface's ``shape``, with the headers every error
+    answer carries."""
+    status, body = shape(exc)
+    wait = retry_after(exc, status)
+    return json_response(body, status, None if wait is None else {"Retry-After": str(wait)})

@@ -11,7 +11,6 @@ is small and parsed with PHP's own caps before anything else happens.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -21,11 +20,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from .._json import read_json, without_bom
 from .._php import parse_php_query
-from ..core import Gateway, peer_address
-from ..errors import B24GateError, InvalidJson, RateLimited
+from ..core import Gateway
+from ..errors import InvalidJson, RateLimited
 from ._body import read_body
-from ._errors import error_response, json_response
+from ._errors import json_response
+from ._frame import Frame, peer
 
 log = logging.getLogger("b24gate.install")
 
@@ -37,7 +38,6 @@ EVENT_BURST = 20
 EVENTS_PER_MINUTE = 20.0
 # How many addresses are remembered; past it the least recently seen is forgotten first.
 TRACKED_PEERS = 10_000
-_BOM = b"\xef\xbb\xbf"
 
 
 class PeerBudget:
@@ -97,13 +97,13 @@ def _bucket_key(peer: str) -> str:
 def parse_event(raw: bytes, content_type: str) -> dict[str, Any]:
     """The event's fields, nested: a JSON object, or a form with PHP brackets."""
     try:
-        text = raw.removeprefix(_BOM).decode("utf-8")
+        text = without_bom(raw).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidJson("the body is not UTF-8") from None
     if content_type.split(";")[0].strip().lower() == "application/json":
         try:
-            body = json.loads(text)
-        except (ValueError, RecursionError):  # deep nesting is as malformed as bad syntax
+            body = read_json(raw)
+        except ValueError:  # deep nesting is as malformed as bad syntax
             raise InvalidJson("the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise InvalidJson("the body must be a JSON object")
@@ -117,21 +117,13 @@ def add_install_routes(app: FastAPI) -> None:
     @app.post("/bitrix/install", include_in_schema=False)
     async def bitrix_install(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
-        try:
-            peer = peer_address(
-                request.client.host if request.client else None,
-                request.headers.getlist("x-forwarded-for"),
-                gw.settings.trusted_proxies,
-            )
-            wait = budget.take(peer or "")
+        # No call line: an event is no client's call (the installer logs what it did).
+        with Frame(None, "/bitrix/install", log=log) as frame:
+            wait = budget.take(peer(request, gw) or "")
             if wait > 0:
                 raise RateLimited("too many events from this address; retry later", wait)
             raw = await read_body(request, min(EVENT_BODY_LIMIT, gw.settings.body_limit))
             fields = parse_event(raw, request.headers.get("content-type", ""))
             await gw.installer.handle(fields)
-        except B24GateError as exc:
-            return error_response(exc)
-        except Exception:
-            log.exception("unexpected error in /bitrix/install")
-            return error_response(B24GateError("internal error; see the gateway's log"))
-        return json_response({"result": "ok"})
+            return json_response({"result": "ok"})
+        return frame.refusal

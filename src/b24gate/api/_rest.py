@@ -13,20 +13,18 @@ key), the queue full is 503 ``QUERY_LIMIT_EXCEEDED``, which clients already back
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import Response
 
+from .._json import BOM, read_json
 from .._php import (
     MAX_INPUT_NESTING,
     MAX_INPUT_VARS,
@@ -38,7 +36,7 @@ from .._php import (
     unquote,
     unquote_bytes,
 )
-from ..core import Gateway, authenticate, peer_address
+from ..core import Gateway
 from ..errors import (
     B24GateError,
     BitrixError,
@@ -58,13 +56,10 @@ from ..errors import (
     UnknownPortal,
     UpstreamError,
 )
-from ..store import Client
 from ._body import read_body
-from ._errors import NO_STORE, bitrix_words, dumps, log_call, reduced_batch
-from ._parse import check_depth_yielding, too_deep
-
-log = logging.getLogger("b24gate.calls")
-_BOM = b"\xef\xbb\xbf"
+from ._errors import Shape, bitrix_words, json_response, reduced_batch
+from ._frame import Caller, Frame, caller
+from ._parse import check_depth_yielding
 
 # The only look a request gets at what it sent before its key is checked: a search from the
 # end (in C) for the last `auth` (PHP keeps the last one). The full parse afterwards must find
@@ -125,7 +120,9 @@ def _kind(request: Request, raw: bytes) -> str:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         return "multipart"
-    if content_type == "application/json" or raw.lstrip(_BOM).lstrip()[:1] == b"{":
+    # (Any run of the BOM's three bytes is skipped, not only one BOM: a body that starts so
+    # is read as the JSON it then is, or refused as JSON that is not.)
+    if content_type == "application/json" or raw.lstrip(BOM).lstrip()[:1] == b"{":
         return "json"
     return "form"
 
@@ -238,9 +235,8 @@ async def _multipart(request: Request, raw: bytes, limit: int) -> list[tuple[str
 
 async def _json_body(raw: bytes) -> Params:
     try:
-        body = orjson.loads(raw.removeprefix(_BOM).strip() or b"{}")
-    except (ValueError, RecursionError):
-        # orjson refuses more than 1,024 levels itself: a ValueError like any bad JSON.
+        body = read_json(raw) if raw.removeprefix(BOM).strip() else {}
+    except ValueError:
         raise InvalidJson("the body is not valid UTF-8 JSON") from None
     if not isinstance(body, dict):
         raise InvalidJson("the body must be a JSON object")
@@ -262,20 +258,19 @@ class RestRequest:
     """A ``/rest/`` request, its client authenticated before its parameters were parsed."""
 
     target: Target
-    client: Client
+    caller: Caller
     params: Params
 
 
-async def _client(gw: Gateway, key: str | None, *, in_url: bool) -> Client:
+async def _caller(request: Request, gw: Gateway, key: str | None, *, in_url: bool) -> Caller:
     if key is None:
         raise Unauthorized("no client key")
-    await gw.reads.refresh()
-    client = await authenticate(gw.reads, f"Bearer {key}")
-    if in_url and not client.allow_url_key:
+    found = await caller(request, gw, key)
+    if in_url and not found.client.allow_url_key:
         # The key was in a URL (path or query string), where proxies' access logs keep it;
         # refuse it the same way as a bad key, so that a probe learns nothing.
         raise Unauthorized("this key may not travel in a URL")
-    return client
+    return found
 
 
 def _same_key(key: str, *others: Any) -> None:
@@ -308,31 +303,36 @@ async def parse(request: Request, target: Target, gw: Gateway) -> RestRequest:
     query_key = _form_key(query)
     header_key = _bearer(request.headers.get("authorization"))
     outside = [k for k in (target.path_key, query_key, header_key) if k is not None]
-    client: Client | None = None
+    who: Caller | None = None
     if outside:
         key: str | None = outside[0]
         _same_key(outside[0], *outside[1:])
         in_url = target.path_key is not None or query_key is not None
-        client = await _client(gw, key, in_url=in_url)
+        who = await _caller(request, gw, key, in_url=in_url)
     raw = await read_body(request, limit) if request.method == "POST" else b""
     kind = _kind(request, raw) if raw else "form"
     pairs = None
-    if client is None:
+    if who is None:
         key, pairs = await _key_in_body(request, kind, raw, limit)
-        client = await _client(gw, key, in_url=False)
+        who = await _caller(request, gw, key, in_url=False)
     elif kind == "multipart":
         pairs = await _multipart(request, raw, limit)
-    assert key is not None  # _client refuses a missing key
+    assert key is not None  # _caller refuses a missing key
     from_query = await _form(query)
     from_body = await _body_params(kind, raw, pairs)
     # Neither part may name another key than the one checked; `auth` never goes upstream.
     _same_key(key, from_query.pop("auth", None), from_body.pop("auth", None))
     # PHP's $_REQUEST: the body's values win over the query string's.
-    return RestRequest(target, client, {**from_query, **from_body})
+    return RestRequest(target, who, {**from_query, **from_body})
 
 
 def bitrix_error(exc: B24GateError, *, url_key: bool) -> tuple[int, str, str]:
-    """``(status, error, error_description)`` in Bitrix24's terms for a gateway-side error."""
+    """``(status, error, error_description)`` in Bitrix24's terms."""
+    if isinstance(exc, BitrixError) and not isinstance(exc, TokenRejected):
+        # Bitrix24's own error: its status and two fields, never the rest of its body (the
+        # gateway's token is already scrubbed from them where the call was made).
+        words = bitrix_words({"error": exc.error, "error_description": exc.description})
+        return exc.status, words["error"], words["error_description"]
     if isinstance(exc, Unauthorized):
         if url_key:
             return 401, "INVALID_CREDENTIALS", "Invalid request credentials"
@@ -365,88 +365,48 @@ def bitrix_error(exc: B24GateError, *, url_key: bool) -> tuple[int, str, str]:
     return 500, "INTERNAL_SERVER_ERROR", "Internal server error"
 
 
-def _answer(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        dumps(body),
-        status_code=status,
-        media_type="application/json",
-        headers={**NO_STORE, **(headers or {})},
-    )
+def bitrix_shape(*, url_key: bool, v3: bool) -> Shape:
+    """The ``/rest/`` surface's :data:`~._errors.Shape`: :func:`bitrix_error`'s words as
+    Bitrix24's ``{error, error_description}``, or REST 3.0's ``{error: {code, message}}``
+    (docs/protocol.md §6)."""
 
-
-def error_response(exc: B24GateError, *, url_key: bool, v3: bool) -> Response:
-    if isinstance(exc, BitrixError) and not isinstance(exc, TokenRejected):
-        # Bitrix24's own error: its two fields, never the rest of its body (the gateway's
-        # token is already scrubbed from them where the call was made).
-        words = bitrix_words({"error": exc.error, "error_description": exc.description})
+    def shape(exc: B24GateError) -> tuple[int, Any]:
+        status, error, description = bitrix_error(exc, url_key=url_key)
         if v3:
-            return _answer(
-                {"error": {"code": words["error"], "message": words["error_description"]}},
-                exc.status,
-            )
-        return _answer(words, exc.status)
-    status, error, description = bitrix_error(exc, url_key=url_key)
-    headers = {}
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
-    if v3:
-        # REST 3.0's error shape (docs/protocol.md §6).
-        return _answer({"error": {"code": error, "message": description}}, status, headers)
-    return _answer({"error": error, "error_description": description}, status, headers)
+            return status, {"error": {"code": error, "message": description}}
+        return status, {"error": error, "error_description": description}
+
+    return shape
 
 
 def add_rest_routes(app: FastAPI) -> None:
     async def handle(request: Request, tail: str, portal_name: str | None) -> Response:
         gw: Gateway = request.app.state.gateway
-        started = time.perf_counter()
-        who, portal, method, status, upstream_ms = "-", "-", "-", 500, 0.0
         target = _split_path(tail)
-        url_key, v3 = target.path_key is not None, target.v3
-        try:
-            method = target.method[:100]
+        shape = bitrix_shape(url_key=target.path_key is not None, v3=target.v3)
+        with Frame("rest", "/rest/", shape) as frame:
+            frame.method = target.method[:100]
             if target.method.lower().endswith(".xml"):
                 # Bitrix24 reads `.xml` as "answer in XML": it would do the call and the
                 # gateway, which reads JSON, would lose the answer (a write done, reported
                 # as a failure).
                 raise RequestError("XML answers are not supported: use the .json suffix or none")
             rest = await parse(request, target, gw)
-            who = rest.client.name
-            address = peer_address(
-                request.client.host if request.client else None,
-                request.headers.getlist("x-forwarded-for"),
-                gw.settings.trusted_proxies,
-            )
+            frame.who = rest.caller.client.name
             result = await gw.dispatcher.call(
-                rest.client,
+                rest.caller.client,
                 target.method,
                 rest.params,
                 portal_name=portal_name,
-                address=address,
+                address=rest.caller.address,
                 v3=target.v3,
             )
-            portal, upstream_ms, status = result.portal, result.upstream_ms, 200
+            frame.served(result)
             body = result.body
             if not target.v3 and target.method.lower() == "batch":
                 body = reduced_batch(body)
-            return _answer(body, 200)
-        except B24GateError as exc:
-            response = error_response(exc, url_key=url_key, v3=v3)
-            status = response.status_code
-            return response
-        except RecursionError:
-            # Nothing should nest this deep past the parsers' caps; if it did, the
-            # client's input did it: its error, and no traceback per request in the log.
-            response = error_response(too_deep("a parameter"), url_key=url_key, v3=v3)
-            status = response.status_code
-            return response
-        except Exception:
-            log.exception(
-                "unexpected error on the /rest/ surface (client=%s method=%s)", who, method
-            )
-            status = 500
-            return error_response(B24GateError("internal error"), url_key=url_key, v3=v3)
-        finally:
-            log_call(who, portal, method, status, started, upstream_ms, "rest")
+            return json_response(body)
+        return frame.refusal
 
     async def rest_only(request: Request) -> Response:
         return await handle(request, request.path_params["tail"], None)
