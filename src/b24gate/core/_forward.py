@@ -135,17 +135,15 @@ class Forwarder:
             grant = await self._tokens.current(portal)
             refreshed = False
 
+            async def with_grant() -> dict[str, Any]:
+                return await self._rest.call(
+                    rest_base(portal), method, params, auth=grant.access_token, write=write, v3=v3
+                )
+
             async def once() -> dict[str, Any]:
                 nonlocal grant, refreshed
                 try:
-                    return await self._rest.call(
-                        rest_base(portal),
-                        method,
-                        params,
-                        auth=grant.access_token,
-                        write=write,
-                        v3=v3,
-                    )
+                    return await with_grant()
                 except TokenRejected:
                     if refreshed:
                         raise
@@ -153,14 +151,7 @@ class Forwarder:
                     grant = await self._tokens.refresh(
                         portal, grant.access_token, reason="token refused"
                     )
-                    return await self._rest.call(
-                        rest_base(portal),
-                        method,
-                        params,
-                        auth=grant.access_token,
-                        write=write,
-                        v3=v3,
-                    )
+                    return await with_grant()
 
         try:
             try:

@@ -13,7 +13,6 @@ another half-way.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit
 
 import stamina
 
-from ..bitrix import OAuthClient, TokenSet, server_endpoint_allowed
+from ..bitrix import OAuthClient, TokenSet, is_loopback, server_endpoint_allowed
 from ..errors import GrantRevoked, NeedsAuthorization, OAuthUnavailable
 from ..store import Grant, Portal, ReadCache, Store
 from ._hosts import host_of
@@ -75,14 +74,7 @@ def _loopback_http(url: str) -> bool:
         host = parts.hostname or ""
     except ValueError:
         return False
-    if parts.scheme != "http":
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return parts.scheme == "http" and is_loopback(host)
 
 
 def _note_new_host(before: Portal, endpoint: str | None) -> None:
