@@ -27,8 +27,9 @@ import uvicorn
 
 ACCESS_LOGGER = "uvicorn.access"
 
-# `/rest/<user id>/<secret>/method` (a webhook-style key) and the same under /portals/<name>.
-_PATH_SECRET = re.compile(r"(/rest/[^/?#]*/)[^/?#]+")
+# `/rest/<user id>/<secret>/method` (a webhook-style key), REST 3.0's
+# `/rest/api/<user id>/<secret>/method`, and both under /portals/<name>.
+_PATH_SECRET = re.compile(r"(/rest/(?:api/|(?!api/))[^/?#]*/)[^/?#]+")
 
 
 # A request target inside a log line: from a slash to the next space or quote.

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from b24gate._http_server import redact_target
+from b24gate.testing import redact_target
 
 from .conftest import Stack
 
@@ -49,6 +49,7 @@ async def test_access_lines_never_carry_a_key(
         await http.get("/rest/crm.deal.list", params={"auth": key})
         await http.post(f"/rest/1/{key}/profile")
         await http.post(f"/portals/demo/rest/7/{key}/crm.deal.list.json")
+        await http.post(f"/rest/api/1/{key}/crm.item.list")
         await http.post("/api/v1/call", params={"auth": key}, json={"method": "profile"})
     text = "\n".join(shipper.lines)
     assert "/rest/crm.deal.list" in text  # the lines were written, and reached the shipper
@@ -66,6 +67,9 @@ async def test_access_lines_never_carry_a_key(
             "/portals/p/rest/1/s3cr3t/crm.deal.get.json?id=1",
             "/portals/p/rest/1/***/crm.deal.get.json?…",
         ),
+        ("/rest/api/1/b24_secret/crm.item.list", "/rest/api/1/***/crm.item.list"),
+        ("/portals/p/rest/api/1/b24_secret/m", "/portals/p/rest/api/1/***/m"),
+        ("/rest/api/crm.item.list", "/rest/api/crm.item.list"),
         ("/api/v1/call", "/api/v1/call"),
         ("/oauth/callback?code=c&state=s", "/oauth/callback?…"),
     ],
