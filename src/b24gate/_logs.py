@@ -45,7 +45,7 @@ def fields_text(fields: Mapping[str, object]) -> str:
     return " ".join(f"{key}={field(value)}" for key, value in fields.items())
 
 
-class _RequestId(logging.Filter):
+class RequestIdFilter(logging.Filter):
     """Stamps each record with the id of the request it was logged in."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -113,7 +113,7 @@ def configure(level: str, fmt: LogFormat = "text") -> None:
     atexit.register(listener.stop)
     handoff = _Handoff(records)
     # The request id is read here, in the task that logged, before the record changes thread.
-    handoff.addFilter(_RequestId())
+    handoff.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.addHandler(handoff)
     root.setLevel(level.upper())

@@ -18,12 +18,12 @@ import stamina
 import trustme
 import uvicorn
 
-from b24gate._http_server import server_config
 from b24gate.api import create_app
 from b24gate.core import Gateway, new_key
 from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
 from b24gate.settings import Settings, load_settings
 from b24gate.store import NewPortal
+from b24gate.testing import server_config
 
 CLIENT_SECRET = "sandbox-client-secret-for-tests-0123456789"
 

@@ -11,9 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from b24gate.api._errors import error_response
-from b24gate.api._frame import Frame
-from b24gate.api._rest import bitrix_shape
+from b24gate.api import Frame, bitrix_shape, error_response
 from b24gate.errors import B24GateError, BitrixError, RateLimited, Unauthorized
 
 

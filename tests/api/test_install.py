@@ -17,8 +17,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from b24gate._php import parse_php_query
 from b24gate.store import Grant, Portal
+from b24gate.testing import parse_php_query
 
 from .conftest import Stack
 

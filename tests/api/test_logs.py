@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from b24gate._logs import REQUEST_ID, JsonFormatter, TextFormatter, _RequestId, fields_text
+from b24gate.testing import REQUEST_ID, JsonFormatter, RequestIdFilter, TextFormatter, fields_text
 
 from .conftest import Stack
 
@@ -16,7 +16,7 @@ from .conftest import Stack
 def _record(message: str, **extra: object) -> logging.LogRecord:
     record = logging.LogRecord("b24gate.calls", logging.INFO, __file__, 1, message, None, None)
     record.__dict__.update(extra)
-    _RequestId().filter(record)
+    RequestIdFilter().filter(record)
     return record
 
 
@@ -55,7 +55,7 @@ def test_json_lines_carry_the_fields_and_the_request_id() -> None:
 class _Collect(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
-        self.addFilter(_RequestId())  # as the gateway's own log handler has it
+        self.addFilter(RequestIdFilter())  # as the gateway's own log handler has it
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:

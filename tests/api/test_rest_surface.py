@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from b24gate.api._errors import error_response
-from b24gate.api._rest import bitrix_shape
+from b24gate.api import bitrix_shape, error_response
 from b24gate.core import new_key
 from b24gate.errors import TokenRejected
 

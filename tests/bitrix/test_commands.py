@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from b24gate._php import parse_php_query
 from b24gate.bitrix import (
     REFERENCE,
     BatchCommand,
@@ -18,6 +17,7 @@ from b24gate.bitrix import (
     parse_command,
 )
 from b24gate.errors import InvalidBatch, RequestError
+from b24gate.testing import parse_php_query
 
 
 def refused(params: Any) -> RequestError:

@@ -20,8 +20,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from b24gate.bitrix import RestClient
-from b24gate.core._limiter import Limiter, LocalLimiter
-from b24gate.core._scheduler import Scheduler
+from b24gate.core import Limiter, LocalLimiter, Scheduler
 from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
 from b24gate.store import Portal
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from b24gate.core._tokens import oauth_server
+from b24gate.core import oauth_server
 from b24gate.store import Grant, Portal
 
 from ._lanes import a_portal

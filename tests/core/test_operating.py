@@ -9,7 +9,7 @@ import time
 import pytest
 
 from b24gate.bitrix import OPERATING_LIMIT
-from b24gate.core._operating import OPERATING_WAIT, OperatingBudget
+from b24gate.core import OPERATING_WAIT, OperatingBudget
 from b24gate.errors import OperationTimeLimit, RateLimited
 
 from ._lanes import a_portal

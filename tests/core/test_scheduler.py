@@ -13,9 +13,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from b24gate.core._limiter import SHARED_RETRY, FallbackLimiter, LocalLimiter, RedisLimiter
-from b24gate.core._operating import OperatingBudget
-from b24gate.core._scheduler import Plan, Scheduler
+from b24gate.core import (
+    SHARED_RETRY,
+    FallbackLimiter,
+    LocalLimiter,
+    OperatingBudget,
+    Plan,
+    RedisLimiter,
+    Scheduler,
+)
 from b24gate.errors import BitrixError, OperationTimeLimit, QueryLimitExceeded, RateLimited
 from b24gate.sandbox import build_php_query, parse_php_query
 from b24gate.store import Portal

@@ -12,9 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from b24gate.core._dispatcher import CallResult
-from b24gate.core._export import Pager, list_query
-from b24gate.core._scheduler import LINGER
+from b24gate.core import LINGER, CallResult, Pager, list_query
 from b24gate.errors import BitrixError, RateLimited
 
 from ._lanes import Sent, VirtualTimeLoop, lane, run_virtual

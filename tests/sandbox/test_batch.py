@@ -7,8 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from b24gate.sandbox import Clock
-from b24gate.sandbox._batch import batch_commands, parse_url, resolve
+from b24gate.sandbox import Clock, batch_commands, parse_url, resolve
 
 from .conftest import MakeSandbox, connect, rest
 

@@ -8,8 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from b24gate.sandbox import Clock
-from b24gate.sandbox._limits import LeakyBucket, OperatingBudget
+from b24gate.sandbox import Clock, LeakyBucket, OperatingBudget
 
 from .conftest import T0, MakeSandbox, connect, rest
 

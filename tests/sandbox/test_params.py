@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from b24gate._php import MAX_INPUT_VARS, NestingTooDeep, TooManyVariables, unquote
-from b24gate.sandbox._params import build_php_query, parse_php_pairs, parse_php_query
+from b24gate.sandbox import build_php_query, parse_php_pairs, parse_php_query
+from b24gate.testing import MAX_INPUT_VARS, NestingTooDeep, TooManyVariables, unquote
 
 
 def test_bracket_key_becomes_a_map() -> None:

@@ -16,11 +16,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from b24gate._php import build_php_query, parse_php_query
 from b24gate.bitrix import batchable, parse_batch
-from b24gate.core._access import admit, method_allowed
+from b24gate.core import admit, method_allowed
 from b24gate.errors import Forbidden, RequestError
-from b24gate.sandbox._batch import batch_commands, resolve
+from b24gate.sandbox import batch_commands, resolve
+from b24gate.testing import build_php_query, parse_php_query
 
 BOUNDED = settings(
     max_examples=400,

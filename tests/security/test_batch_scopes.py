@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from b24gate._php import build_php_query
+from b24gate.testing import build_php_query
 
 from .conftest import Stack
 

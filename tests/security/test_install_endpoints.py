@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from b24gate.core._tokens import acceptable_endpoint
+from b24gate.core import acceptable_endpoint
 from b24gate.store import Portal
 
 from .conftest import Stack

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from b24gate.api._install import EVENT_BURST, PeerBudget
+from b24gate.api import EVENT_BURST, PeerBudget
 from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
 from b24gate.store import Grant, Portal
 

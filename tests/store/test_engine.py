@@ -15,8 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from b24gate.errors import ConfigError
-from b24gate.store import Cipher, Store, database_url, make_engine, upgrade
-from b24gate.store._schema import metadata
+from b24gate.store import Cipher, Store, database_url, make_engine, metadata, upgrade
 
 from .conftest import new_portal
 

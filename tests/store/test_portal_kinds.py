@@ -14,8 +14,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from b24gate.errors import ConfigError
-from b24gate.store import Cipher, Grant, NewPortal, Store, make_engine
-from b24gate.store._engine import MIGRATIONS_DIR, write_transaction
+from b24gate.store import (
+    MIGRATIONS_DIR,
+    Cipher,
+    Grant,
+    NewPortal,
+    Store,
+    make_engine,
+    write_transaction,
+)
 
 from .conftest import new_portal
 

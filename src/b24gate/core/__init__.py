@@ -7,11 +7,13 @@ and list exports on top of it."""
 from ..errors import ConnectError, EventRefused, EventUnverifiable
 from ._access import (
     NewKey,
+    admit,
     authenticate,
     bearer,
     hash_key,
     key_id_of,
     key_matches,
+    method_allowed,
     new_key,
     peer_address,
 )
@@ -55,15 +57,21 @@ from ._export import (
     list_query,
     read_page,
 )
-from ._forward import RetryPolicy, rest_base
+from ._forward import Forwarder, RetryPolicy, rest_base
 from ._gateway import Gateway
 from ._install import Installer
-from ._tokens import TokenManager, TokenPolicy
+from ._limiter import SHARED_RETRY, FallbackLimiter, Limiter, LocalLimiter, RedisLimiter
+from ._operating import OPERATING_WAIT, OperatingBudget
+from ._scheduler import LINGER, Plan, Scheduler
+from ._tokens import TokenManager, TokenPolicy, acceptable_endpoint, oauth_server
 from ._webhook import fix_for, webhook_fix
 
 __all__ = [
+    "LINGER",
     "MAX_COMMANDS",
     "MAX_PAGE_SIZE",
+    "OPERATING_WAIT",
+    "SHARED_RETRY",
     "Budget",
     "BulkResult",
     "CallResult",
@@ -74,20 +82,30 @@ __all__ = [
     "Dispatcher",
     "EventRefused",
     "EventUnverifiable",
+    "FallbackLimiter",
+    "Forwarder",
     "Gateway",
     "Installer",
     "IssuedKey",
+    "Limiter",
     "ListQuery",
+    "LocalLimiter",
     "NewClient",
     "NewKey",
+    "OperatingBudget",
     "Pager",
+    "Plan",
     "PortalStatus",
+    "RedisLimiter",
     "RetryPolicy",
+    "Scheduler",
     "TokenManager",
     "TokenPolicy",
     "WebhookAddress",
+    "acceptable_endpoint",
     "add_client",
     "add_portal",
+    "admit",
     "authenticate",
     "bearer",
     "client_name",
@@ -101,11 +119,13 @@ __all__ = [
     "list_clients",
     "list_portals",
     "list_query",
+    "method_allowed",
     "method_patterns",
     "new_client",
     "new_key",
     "oauth_address",
     "oauth_portal",
+    "oauth_server",
     "operator_call",
     "operator_client",
     "peer_address",

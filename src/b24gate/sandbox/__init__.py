@@ -4,13 +4,20 @@ It imports nothing from the gateway. Start it with ``b24gate sandbox`` or, in te
 
     async with SandboxServer(SandboxConfig(rate=0)) as sandbox:
         sandbox.base_url  # "http://127.0.0.1:PORT"
+
+Its reading of Bitrix24's rules is offered too, for tests that hold the gateway to it: PHP
+parameters (:func:`parse_php_query`, :func:`parse_php_pairs`, :func:`build_php_query`),
+``batch`` (:func:`batch_commands`, :func:`resolve`, PHP's :func:`parse_url`) and the two
+limits (:class:`LeakyBucket`, :class:`OperatingBudget`).
 """
 
+from ._batch import batch_commands, parse_url, resolve
 from ._clock import Clock
 from ._config import SandboxConfig
 from ._errors import RestError
 from ._faults import Fault
-from ._params import build_php_query, parse_php_query
+from ._limits import LeakyBucket, OperatingBudget
+from ._params import build_php_query, parse_php_pairs, parse_php_query
 from ._portal import Portal
 from ._run import run
 from ._server import SandboxServer
@@ -18,11 +25,17 @@ from ._server import SandboxServer
 __all__ = [
     "Clock",
     "Fault",
+    "LeakyBucket",
+    "OperatingBudget",
     "Portal",
     "RestError",
     "SandboxConfig",
     "SandboxServer",
+    "batch_commands",
     "build_php_query",
+    "parse_php_pairs",
     "parse_php_query",
+    "parse_url",
+    "resolve",
     "run",
 ]

@@ -10,8 +10,16 @@ from ..errors import LockTimeout, StoreConflict
 from ._cache import ReadCache
 from ._changes import ChangeWatch
 from ._crypto import Cipher, key_id
-from ._engine import database_url, make_engine, upgrade
+from ._engine import (
+    MIGRATIONS_DIR,
+    REFRESH_LOCK_NAMESPACE,
+    database_url,
+    make_engine,
+    upgrade,
+    write_transaction,
+)
 from ._keyfile import load_master_key
+from ._schema import metadata
 from ._store import (
     MAX_BURST,
     MAX_RATE,
@@ -29,6 +37,8 @@ from ._store import (
 __all__ = [
     "MAX_BURST",
     "MAX_RATE",
+    "MIGRATIONS_DIR",
+    "REFRESH_LOCK_NAMESPACE",
     "ChangeWatch",
     "Cipher",
     "Client",
@@ -47,5 +57,7 @@ __all__ = [
     "key_id",
     "load_master_key",
     "make_engine",
+    "metadata",
     "upgrade",
+    "write_transaction",
 ]

@@ -1,0 +1,49 @@
+"""What an integrator's tests, and b24gate's own, need beyond the package façades.
+
+- :func:`server_config`: the uvicorn configuration ``b24gate serve`` uses, to run the
+  gateway in-process exactly as it runs in production (no access line with a key in it,
+  no forwarded headers trusted by uvicorn); :func:`redact_target` is how a request target
+  is written into a log line.
+- Bitrix24's PHP parameter rules, as the gateway and the sandbox read them:
+  :func:`parse_php_query`, :func:`parse_php_pairs`, :func:`build_php_query`,
+  :func:`unquote` (PHP's ``urldecode``), PHP's caps (:data:`MAX_INPUT_VARS`,
+  :data:`MAX_INPUT_NESTING`) and the errors strict parsing raises (:class:`PhpInputError`,
+  :class:`TooManyVariables`, :class:`NestingTooDeep`).
+- The gateway's log lines: :class:`TextFormatter`, :class:`JsonFormatter`,
+  :class:`RequestIdFilter` (which stamps each record with :data:`REQUEST_ID`, the id of
+  the request being served) and :func:`fields_text` (``key=value`` pairs, quoted as a
+  text line quotes them).
+"""
+
+from ._http_server import redact_target, server_config
+from ._logs import REQUEST_ID, JsonFormatter, RequestIdFilter, TextFormatter, fields_text
+from ._php import (
+    MAX_INPUT_NESTING,
+    MAX_INPUT_VARS,
+    NestingTooDeep,
+    PhpInputError,
+    TooManyVariables,
+    build_php_query,
+    parse_php_pairs,
+    parse_php_query,
+    unquote,
+)
+
+__all__ = [
+    "MAX_INPUT_NESTING",
+    "MAX_INPUT_VARS",
+    "REQUEST_ID",
+    "JsonFormatter",
+    "NestingTooDeep",
+    "PhpInputError",
+    "RequestIdFilter",
+    "TextFormatter",
+    "TooManyVariables",
+    "build_php_query",
+    "fields_text",
+    "parse_php_pairs",
+    "parse_php_query",
+    "redact_target",
+    "server_config",
+    "unquote",
+]
