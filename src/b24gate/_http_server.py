@@ -27,33 +27,47 @@ import uvicorn
 
 ACCESS_LOGGER = "uvicorn.access"
 
-# `/rest/<user id>/<secret>/method` (a webhook-style key), REST 3.0's
-# `/rest/api/<user id>/<secret>/method`, and both under /portals/<name>.
-_PATH_SECRET = re.compile(r"(/rest/(?:api/|(?!api/))[^/?#]*/)[^/?#]+")
-
-
-# A request target inside a log line: from a slash to the next space or quote.
-_TARGET = re.compile(r"/[^\s\"']*")
+# What follows `/rest/` (or REST 3.0's `/rest/api/`), anywhere in a path and in any case:
+# every segment but the last may be a webhook-style key (`/rest/<user id>/<key>/method`),
+# and a key may come percent-encoded (`/rest/1%2F<key>/method`, which Starlette decodes).
+_REST_TAIL = re.compile(r"(/rest/(?:api/)?)(.*)", re.IGNORECASE)
+# A client key wherever it stands, plain or with its `_`/`-` percent-encoded.
+_KEY = re.compile(r"b24_[0-9a-f]{12}(?:_|%5f)(?:[A-Za-z0-9_-]|%5f|%2d){43}", re.IGNORECASE)
+# A request target inside a rendered line: from a slash to the next space or double quote
+# (uvicorn quotes the request line with double quotes; an apostrophe may be in the URL).
+_TARGET = re.compile(r"/[^\s\"]*")
+_MASK = "***"
 
 
 def redact_target(target: str) -> str:
     """A request target fit for a log line: no query string, no key in the path."""
     path = target.split("?", 1)[0].split("#", 1)[0]
-    path = _PATH_SECRET.sub(r"\1***", path)
-    return path + ("?…" if "?" in target else "")
+    rest = _REST_TAIL.search(path)
+    if rest is not None:
+        *keys, last = rest.group(2).split("/")
+        tail = "/".join([*(_MASK for _ in keys), last])
+        path = path[: rest.start(2)] + tail
+    path = _KEY.sub(_MASK, path)
+    return path + ("?…" if "?" in target or "#" in target else "")
 
 
 class AccessLineRedactor(logging.Filter):
-    """Strips query strings and path secrets from uvicorn's access records.
+    """Strips query strings and keys from uvicorn's access records.
 
-    The line is rendered and then redacted as text, rather than trusting the position of
-    the target among the record's arguments, so a future uvicorn that logs another shape
-    cannot bring a raw URL back.
+    uvicorn logs ``'%s - "%s %s HTTP/%s" %d'`` with the request target as the third
+    argument: that argument is redacted whole. Whatever the shape, the rendered line is
+    then searched once more for targets and key-shaped text, so a future uvicorn that logs
+    another shape cannot bring a raw URL or a key back.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        record.msg = _TARGET.sub(lambda m: redact_target(m.group(0)), message)
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], redact_target(args[2]), args[3], args[4])
+            message = record.getMessage()
+        else:
+            message = _TARGET.sub(lambda m: redact_target(m.group(0)), record.getMessage())
+        record.msg = _KEY.sub(_MASK, message)
         record.args = None
         return True
 

@@ -3,7 +3,8 @@
 - :func:`server_config`: the uvicorn configuration ``b24gate serve`` uses, to run the
   gateway in-process exactly as it runs in production (no access line with a key in it,
   no forwarded headers trusted by uvicorn); :func:`redact_target` is how a request target
-  is written into a log line.
+  is written into a log line, and :class:`AccessLineRedactor` the filter on uvicorn's
+  access lines.
 - Bitrix24's PHP parameter rules, as the gateway and the sandbox read them:
   :func:`parse_php_query`, :func:`parse_php_pairs`, :func:`build_php_query`,
   :func:`unquote` (PHP's ``urldecode``), PHP's caps (:data:`MAX_INPUT_VARS`,
@@ -15,7 +16,7 @@
   text line quotes them).
 """
 
-from ._http_server import redact_target, server_config
+from ._http_server import AccessLineRedactor, redact_target, server_config
 from ._logs import REQUEST_ID, JsonFormatter, RequestIdFilter, TextFormatter, fields_text
 from ._php import (
     MAX_INPUT_NESTING,
@@ -33,6 +34,7 @@ __all__ = [
     "MAX_INPUT_NESTING",
     "MAX_INPUT_VARS",
     "REQUEST_ID",
+    "AccessLineRedactor",
     "JsonFormatter",
     "NestingTooDeep",
     "PhpInputError",

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from b24gate.testing import redact_target
+from b24gate.testing import AccessLineRedactor, redact_target
 
 from .conftest import Stack
 
@@ -61,18 +61,48 @@ async def test_access_lines_never_carry_a_key(
     ("target", "shown"),
     [
         ("/rest/crm.deal.add?auth=b24_x&fields[TITLE]=a", "/rest/crm.deal.add?…"),
-        ("/rest/1/b24_secret/profile", "/rest/1/***/profile"),
-        ("/rest/1/b24_secret", "/rest/1/***"),
+        ("/rest/1/b24_secret/profile", "/rest/***/***/profile"),
+        ("/rest/1/b24_secret", "/rest/***/b24_secret"),
+        ("/rest/1%2Fb24_secret/profile", "/rest/***/profile"),
+        ("/REST/1/s3cr3t/profile", "/REST/***/***/profile"),
         (
             "/portals/p/rest/1/s3cr3t/crm.deal.get.json?id=1",
-            "/portals/p/rest/1/***/crm.deal.get.json?…",
+            "/portals/p/rest/***/***/crm.deal.get.json?…",
         ),
-        ("/rest/api/1/b24_secret/crm.item.list", "/rest/api/1/***/crm.item.list"),
-        ("/portals/p/rest/api/1/b24_secret/m", "/portals/p/rest/api/1/***/m"),
+        ("/rest/api/1/b24_secret/crm.item.list", "/rest/api/***/***/crm.item.list"),
+        ("/portals/p/rest/api/1/b24_secret/m", "/portals/p/rest/api/***/***/m"),
         ("/rest/api/crm.item.list", "/rest/api/crm.item.list"),
         ("/api/v1/call", "/api/v1/call"),
         ("/oauth/callback?code=c&state=s", "/oauth/callback?…"),
+        ("/x#frag", "/x?…"),
     ],
 )
 def test_a_request_target_is_redacted_for_logs(target: str, shown: str) -> None:
     assert redact_target(target) == shown
+
+
+KEY = "b24_0123456789ab_" + "A" * 20 + "_" + "b" * 22
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # uvicorn's own shape, with targets that defeat a search of the rendered line
+        ("127.0.0.1:1", "GET", "/rest/x?filter[T]=O'Brien&auth=" + KEY, "1.1", 200),
+        ("127.0.0.1:1", "POST", "/rest/1/" + KEY, "1.1", 401),
+        ("127.0.0.1:1", "POST", "/rest/1/" + KEY.replace("_", "%5F") + "/profile", "1.1", 401),
+        # an unknown shape: the key is still masked wherever it stands
+        ("weird", KEY, "end", "x", 1),
+    ],
+)
+def test_no_record_shape_brings_a_key_back(args: tuple[object, ...]) -> None:
+    fmt = (
+        '%s - "%s %s HTTP/%s" %d'
+        if isinstance(args[-1], int) and args[0] != "weird"
+        else ("%s %s %s %s %s")
+    )
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, fmt, args, None)
+    AccessLineRedactor().filter(record)
+    line = record.getMessage()
+    assert KEY not in line
+    assert "A" * 20 not in line
