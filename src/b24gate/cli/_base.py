@@ -3,8 +3,8 @@ error becomes a message and an exit code.
 
 Results go alone to stdout, everything else to stderr; exit codes: 0 ok, 1 error with a
 one-line message, 2 usage error (docs/design.md §3). The rules themselves live in the
-core (:mod:`b24gate.core`); a value it refuses before anything is opened is a usage error
-that names the option, any later error is one line and exit 1.
+core (:mod:`b24gate.core`); a value it refuses before anything is changed or sent is a
+usage error that names the option, any later error is one line and exit 1.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, TypeVar
 
 import typer
 
-from ..errors import B24GateError, InvalidSetting, SettingField, UnknownPortal
+from ..errors import B24GateError, InvalidMethod, InvalidSetting, SettingField, UnknownPortal
 from ..settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -53,11 +53,14 @@ def fail(message: str) -> NoReturn:
 
 @contextmanager
 def usage() -> Iterator[None]:
-    """A value the core refuses, before anything was opened, is a usage error (exit 2)."""
+    """A value the core refuses before anything was changed or sent is a usage error
+    (exit 2): a setting, or a call's method name."""
     try:
         yield
     except InvalidSetting as exc:
         raise typer.BadParameter(exc.message, param_hint=OPTIONS[exc.field]) from None
+    except InvalidMethod as exc:
+        raise typer.BadParameter(exc.message, param_hint="METHOD") from None
 
 
 def _read_secret(path: Path) -> str:

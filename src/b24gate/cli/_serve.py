@@ -28,7 +28,7 @@ from ..sandbox._config import (
     new_secret,
 )
 from ..settings import Settings
-from ._base import _read_secret, _with_gateway, app, db_app, fail, run, settings
+from ._base import _read_secret, _with_gateway, app, db_app, fail, run, settings, usage
 
 
 def _method_costs(values: list[str]) -> tuple[tuple[str, float], ...]:
@@ -128,7 +128,6 @@ def call_command(
 ) -> None:
     """One call from the shell, through the same entrance as a client's: it waits its turn
     in the portal's request budget; prints Bitrix24's answer."""
-    from ..bitrix import valid_method
     from ..core import Gateway, operator_call
 
     try:
@@ -137,13 +136,13 @@ def call_command(
         raise typer.BadParameter("not JSON", param_hint="JSON") from None
     if not isinstance(parsed, dict):
         raise typer.BadParameter("must be a JSON object", param_hint="JSON")
-    if not valid_method(method):
-        raise typer.BadParameter("not a Bitrix24 method name", param_hint="METHOD")
 
     async def work(cfg: Settings) -> dict[str, Any]:
         async def call(gw: Gateway) -> dict[str, Any]:
-            # The administrator as a client allowed every method of this portal only.
-            return await operator_call(gw.dispatcher, portal, method, parsed)
+            # The administrator as a client allowed every method of this portal only;
+            # admission refuses a malformed method name before anything is sent.
+            with usage():
+                return await operator_call(gw.dispatcher, portal, method, parsed)
 
         return await _with_gateway(cfg, call)
 
