@@ -331,6 +331,13 @@ async def test_a_failure_mid_stream_ends_it_with_an_error_line(
     assert error["code"] == "rate_limited"
     assert error["status"] == 429
     assert error["retry_after"] >= 1
+    # The wait is the one the gateway's operating-time budget keeps for the method (when
+    # Bitrix24 said its budget frees up), not a guess: the next call to it is told the same.
+    again = await stack.http.post(
+        "/api/v1/call", headers=auth(key), json={"method": "crm.deal.list"}
+    )
+    refused = error_of(again, 429, "rate_limited")
+    assert abs(refused["retry_after"] - error["retry_after"]) <= 2
 
 
 # -- /api/v1/list: pages behind a cursor -------------------------------------------------

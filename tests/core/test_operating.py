@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from b24gate.bitrix import OPERATING_LIMIT
+from b24gate.bitrix import OPERATING_LIMIT, encode_batch
 from b24gate.core import OPERATING_WAIT, OperatingBudget
 from b24gate.errors import OperationTimeLimit, RateLimited
 
@@ -61,3 +61,28 @@ def test_a_block_that_does_not_say_until_when_lasts_a_minute() -> None:
     refused = budget.refusal(portal, "crm.deal.add")
     assert refused is not None
     assert refused.retry_after == OPERATING_WAIT
+
+
+def test_a_command_blocked_inside_a_batch_gets_the_429_the_budget_keeps() -> None:
+    # An export's batch of pages: the budget knew from an earlier answer when the method's
+    # budget frees up (in 30 s), and the block inside the batch does not say. The page's
+    # 429 and the next call's both wait those 30 s: one source for Retry-After.
+    budget = OperatingBudget(clock=lambda: NOW)
+    portal = a_portal()
+    budget.record(portal, "crm.deal.list", _near(30, operating=100))
+    params = encode_batch({"p0": ("crm.deal.list", {}), "p1": ("crm.deal.list", {"start": 50})})
+    body = {
+        "result": {
+            "result": {"p0": []},
+            "result_error": {
+                "p1": {"error": "OPERATION_TIME_LIMIT", "error_description": "blocked"}
+            },
+        }
+    }
+    refusals = budget.record_batch(portal, params, body)
+    assert list(refusals) == ["p1"]
+    assert refusals["p1"].retry_after == 30
+    assert refusals["p1"].code == "rate_limited"
+    refused = budget.refusal(portal, "crm.deal.list")
+    assert refused is not None
+    assert refused.retry_after == 30

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import OperationTimeLimit
+from ..errors import OperationTimeLimit, RateLimited
 from ..store import Client, ReadCache
 from ._admission import Admitted, Entrance, admit_calls
 from ._forward import Forwarder
@@ -32,6 +32,8 @@ class CallResult:
     body: dict[str, Any]
     portal: str
     upstream_ms: float
+    # For a `batch`: the 429 of each command Bitrix24 blocked for its operating time, by key.
+    blocked: Mapping[str, RateLimited] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -110,6 +112,7 @@ class Dispatcher:
             self._operating.record(portal, method, body)
         else:
             body = await self._forwarder.forward(portal, method, params)
+        blocked: Mapping[str, RateLimited] = {}
         if method.lower() == "batch":
-            self._operating.record_batch(portal, params, body)
-        return CallResult(body, portal.name, (time.perf_counter() - started) * 1000)
+            blocked = self._operating.record_batch(portal, params, body)
+        return CallResult(body, portal.name, (time.perf_counter() - started) * 1000, blocked)

@@ -38,13 +38,11 @@ from ..bitrix import (
 from ..errors import (
     B24GateError,
     InvalidMethod,
-    OperationTimeLimit,
     RateLimited,
     RequestError,
     UpstreamInvalid,
 )
 from ._dispatcher import CallResult
-from ._operating import OPERATING_WAIT
 
 PAGES_PER_REQUEST = BATCH_LIMIT  # a page is a command of one batch
 MAX_PAGE_SIZE = 5_000  # the largest page a client may ask for in cursor mode
@@ -102,6 +100,9 @@ def list_query(method: str, params: Mapping[str, Any]) -> ListQuery:
     """Check a list request. ``ID`` is added to a ``select`` that lacks it and stays in the
     records: the export pages by it, and a record without its ID is of little use.
     """
+    # The list method is the client's input here, not a call's: every page is built around
+    # it (the fingerprint, batch commands) before the first request goes through admission,
+    # which then checks what is sent (`batch` and each of its commands) once more.
     if not valid_method(method):
         raise InvalidMethod(f"{method[:80]!r} is not a Bitrix24 method name")
     if not method.lower().endswith(".list"):
@@ -206,6 +207,8 @@ class Pager:
         self.requests = 0
         self.upstream_ms = 0.0
         self.portal = "-"
+        # The 429s of the last request's pages blocked for their operating time, by key.
+        self._blocked: Mapping[str, RateLimited] = {}
         # Pages ride in a batch only if their parameters survive a command's query string.
         self._batched = batchable(query.params(after))
 
@@ -235,7 +238,7 @@ class Pager:
             key = f"p{i}"
             if key in answer.errors or key not in answer.results:
                 if not answers:
-                    raise self._page_error(as_map(answer.errors.get(key)))
+                    raise self._page_error(key, as_map(answer.errors.get(key)))
                 # The pages before it stand; the next request starts again at this one.
                 break
             answers.append(answer.results[key])
@@ -254,6 +257,7 @@ class Pager:
         self.requests += 1
         self.upstream_ms += result.upstream_ms
         self.portal = result.portal
+        self._blocked = result.blocked
         return result.body
 
     def _accept(self, answers: list[Any]) -> list[list[Record]]:
@@ -291,19 +295,12 @@ class Pager:
     def _unfit(self, why: str) -> RequestError:
         return RequestError(f"{self.query.method} cannot be exported by ID: {why}")
 
-    def _page_error(self, error: Mapping[str, Any]) -> B24GateError:
+    def _page_error(self, key: str, error: Mapping[str, Any]) -> B24GateError:
         if not error:
             return UpstreamInvalid("Bitrix24's batch did not answer the first page")
-        exc = command_error(error)
-        if isinstance(exc, OperationTimeLimit):
-            # A block inside a batch comes without the time it lifts: wait a minute, as the
-            # dispatcher does when Bitrix24 gives no `operating_reset_at`.
-            return RateLimited(
-                f"Bitrix24 blocked {self.query.method} for its operating time",
-                OPERATING_WAIT,
-                operation_time=True,
-            )
-        return exc
+        # A page blocked for its operating time: the 429 the gateway's operating-time
+        # budget made of it when the batch came back (:meth:`OperatingBudget.record_batch`).
+        return self._blocked.get(key) or command_error(error)
 
 
 async def read_page(pager: Pager, size: int) -> tuple[list[Record], int | None]:

@@ -105,18 +105,21 @@ class OperatingBudget:
 
     def record_batch(
         self, portal: Portal, params: Mapping[str, Any], body: Mapping[str, Any]
-    ) -> None:
+    ) -> dict[str, RateLimited]:
         """A ``batch`` sent as such (an export's pages, a client's own): each command's
-        operating time counts for its method, and a command blocked for it blocks it."""
+        operating time counts for its method, and a command blocked for it blocks it.
+        Returns the 429 of each blocked command (:meth:`blocked`), by its key."""
         try:
             commands = parse_batch(params).commands
         except RequestError:  # never for a batch that was admitted
-            return
+            return {}
         answer = BatchAnswer.of(body)
+        refusals: dict[str, RateLimited] = {}
         for command in commands:
             timing = answer.times.get(command.key)
             if isinstance(timing, Mapping):
                 self.record(portal, command.method, {"time": timing})
             error = answer.error(command.key)
             if isinstance(error, OperationTimeLimit):
-                self.blocked(portal, command.method, error)
+                refusals[command.key] = self.blocked(portal, command.method, error)
+        return refusals
