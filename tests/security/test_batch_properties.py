@@ -1,6 +1,7 @@
 """Properties of ``batch`` admission and packing, over generated payloads (hypothesis).
 
-Whatever a client sends as a ``batch`` (any spelling of its names, commands with ``:``,
+Whatever a client sends as a ``batch`` (any spelling of its names and of ``batch`` itself,
+``batch.json`` and ``BATCH.JSON`` among them, commands with ``:``,
 ``#``, ``?``, ``/``, spaces, non-ASCII text, nested batches, maps or lists), what the
 gateway forwards, read the way Bitrix24 reads it (the sandbox's emulation of
 ``methodsBatch`` and PHP's ``parse_url``), runs only methods the key allows, and exactly
@@ -30,8 +31,10 @@ BOUNDED = settings(
 )
 
 PATTERNS = [("crm.*",), ("*.list",), ("crm.deal.*", "profile"), ("CRM.DEAL.LIST",)]
+PATTERNS += [("crm.*", "*.json"), ("*.xml", "*.JSON", "profile")]
 ALLOWED = ["crm.deal.list", "crm.deal.add", "crm.contact.get", "profile", "CRM.Deal.List"]
 FORBIDDEN = ["user.get", "event.bind", "batch", "BATCH", "user.current", "download"]
+FORBIDDEN += ["user.current.json", "batch.json", "user.get.XML"]
 PIECES = [
     *ALLOWED,
     *FORBIDDEN,
@@ -78,35 +81,62 @@ batch_params = st.dictionaries(
 )
 
 
-def forwarded(patterns: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any] | None:
-    """What the gateway would send for this batch, as JSON on the wire; None if refused."""
+# The top-level method, spelled as a client may: Bitrix24's REST entry point drops one
+# final `.json` or `.xml` of any case (the answer's format) and lower-cases the rest, so
+# each of these but the last few runs `batch`.
+TOP_LEVEL = ["batch", "Batch", "BATCH", "batch.json", "BATCH.JSON", "Batch.Xml", "batch.xml"]
+TOP_LEVEL += ["batch.json.json", "user.current.json", "crm.deal.list.JSON", "crm.deal.list"]
+
+
+def runs_as(method: str) -> str:
+    """The method Bitrix24 runs for the name sent in a URL (rest.server's reading)."""
+    head, _, last = method.rpartition(".")
+    return (head if head and last.lower() in ("json", "xml") else method).lower()
+
+
+def forwarded(
+    patterns: tuple[str, ...], params: dict[str, Any], method: str = "batch"
+) -> dict[str, Any] | None:
+    """What the gateway would send for this call, as JSON on the wire; None if refused."""
     try:
-        sent = admit(patterns, "batch", params)
+        sent = admit(patterns, method, params)
     except (RequestError, Forbidden):
         return None
     wire: dict[str, Any] = json.loads(json.dumps(sent))
     return wire
 
 
-def assert_runs_only_what_was_checked(patterns: tuple[str, ...], params: dict[str, Any]) -> None:
-    wire = forwarded(patterns, params)
+def assert_runs_only_what_was_checked(
+    patterns: tuple[str, ...], params: dict[str, Any], method: str = "batch"
+) -> None:
+    wire = forwarded(patterns, params, method)
     if wire is None:
+        return
+    if runs_as(method) != "batch":
+        assert method_allowed(patterns, runs_as(method)), (method, patterns)
         return
     ran = batch_commands(wire)  # the sandbox's reading: Bitrix24's
     for runs in ran:
         assert runs.method is not None
-        assert method_allowed(patterns, runs.method), (params, runs)
-        assert runs.method.lower() != "batch"
+        # A command's method too, as the entry point would read it: whether Bitrix24's
+        # batch drops a format suffix as well or not, what runs is allowed.
+        for name in (runs.method, runs_as(runs.method)):
+            assert method_allowed(patterns, name), (params, runs)
+            assert name.lower() != "batch"
     checked = parse_batch(wire).methods[:50]
     assert [r.method for r in ran] == checked
 
 
 @BOUNDED
-@given(patterns=st.sampled_from(PATTERNS), params=batch_params)
+@given(
+    patterns=st.sampled_from(PATTERNS),
+    params=batch_params,
+    method=st.sampled_from(TOP_LEVEL),
+)
 def test_a_json_batch_runs_only_methods_the_key_allows(
-    patterns: tuple[str, ...], params: dict[str, Any]
+    patterns: tuple[str, ...], params: dict[str, Any], method: str
 ) -> None:
-    assert_runs_only_what_was_checked(patterns, params)
+    assert_runs_only_what_was_checked(patterns, params, method)
 
 
 @BOUNDED

@@ -71,6 +71,19 @@ ATTACKS: dict[str, tuple[tuple[str, ...], dict[str, Any], str]] = {
     "a command that is no string": (("crm.*",), {"cmd": {"a": ["user.get"]}}, "invalid"),
     "event.bind under CMD": (("crm.*",), {"CMD": {"a": EVENT_BIND}}, "forbidden"),
     "event.bind behind a scheme": (("crm.*",), {"cmd": {"a": f"crm.x:{EVENT_BIND}"}}, "invalid"),
+    # Bitrix24 may drop a final `.json` / `.xml` as the answer's format: `user.current.json`
+    # would be checked against `*.json` and run as `user.current`.
+    "a command ending in .json": (
+        ("crm.*", "*.json"),
+        {"cmd": {"a": "user.current.json"}},
+        "invalid",
+    ),
+    "a command ending in .XML": (("crm.*", "*.xml"), {"cmd": {"a": "user.current.XML"}}, "invalid"),
+    "a nested batch.json": (
+        ("crm.*", "*.json"),
+        {"cmd": {"a": "batch.json?cmd[b]=user.current"}},
+        "invalid",
+    ),
 }
 
 
@@ -173,3 +186,50 @@ async def test_rest_3_batch_is_refused(connected: tuple[Stack, str]) -> None:
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "INVALID_REQUEST"
     assert (await stack.counters())["rest_calls"] == before["rest_calls"]
+
+
+# Method names Bitrix24 runs as `batch`: its REST entry point drops a final `.json` or `.xml`
+# of any case (the answer's format) and lower-cases the rest.
+BATCH_SPELLINGS = ["batch.json", "BATCH.JSON", "Batch.Json", "batch.xml", "batch.json.json"]
+
+
+async def test_a_batch_spelled_with_a_format_suffix_is_no_other_method(
+    connected: tuple[Stack, str],
+) -> None:
+    """A key allowed ``crm.*`` and ``*.json`` sends ``batch.json`` (or ``/rest/batch.json.json``)
+    with a forbidden command: checked as a method ``batch.json`` it would pass, and Bitrix24
+    would run ``batch`` and the command in it. Refused everywhere; nothing reaches the portal."""
+    stack, _ = connected
+    key = await stack.add_client("hostile", methods=("crm.*", "*.json", "*.JSON", "*.xml"))
+    auth = {"Authorization": f"Bearer {key}"}
+    cmd = {"a": "user.current"}
+    before = await stack.counters()
+    for method in BATCH_SPELLINGS:
+        answer = await stack.call(key, {"method": method, "params": {"cmd": cmd}})
+        assert answer.status_code == 400, (method, answer.text)
+        assert answer.json()["code"] == "invalid_method"
+        bulk = await stack.http.post(
+            "/api/v1/batch",
+            json={"commands": [{"method": method, "params": {"cmd": cmd}}]},
+            headers=auth,
+        )
+        assert bulk.status_code == 400, (method, bulk.text)
+        assert bulk.json()["code"] == "invalid_method"
+    for path in (
+        "/rest/batch.json.json",
+        "/rest/batch.JSON.json",
+        "/rest/batch.xml.json",
+        "/rest/api/batch.json.json",
+        "/rest/user.current.json.json",
+    ):
+        answer = await stack.http.post(path, json={"auth": key, "cmd": cmd})
+        assert answer.status_code in (400, 404), (path, answer.text)
+    # One `.json`, any case, is the format Bitrix24 clients send: the method is `batch`,
+    # and its command is checked, and forbidden.
+    for path in ("/rest/batch.JSON", "/rest/batch.Json"):
+        answer = await stack.http.post(path, json={"auth": key, "cmd": cmd})
+        assert answer.status_code == 403, (path, answer.text)
+        assert answer.json()["error"] == "ACCESS_DENIED"
+    after = await stack.counters()
+    assert after["rest_calls"] == before["rest_calls"]  # user.current never ran
+    assert after["batches"] == before["batches"]

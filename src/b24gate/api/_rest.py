@@ -107,7 +107,12 @@ def _split_path(tail: str) -> Target:
     if v3:
         tail = tail[4:]
     parts = tail.split("/")
-    method = parts[-1].removesuffix(".json")
+    method = parts[-1]
+    # Bitrix24 drops one final `.json` whatever its case (`batch.JSON` runs `batch`); a name
+    # still ending in `.json` or `.xml` after that is refused by admission
+    # (:func:`~b24gate.bitrix.valid_method`), `.xml` before it (handle()).
+    if method[-5:].lower() == ".json":
+        method = method[:-5]
     if len(parts) == 3:
         return Target(method, parts[1], v3)
     if len(parts) != 1:

@@ -99,7 +99,9 @@ def parse_command(text: Any, where: str = "a command") -> BatchCommand:
     that ``parse_url`` returns is ``NAME`` itself: a ``:`` in the query comes after the
     ``?`` and cannot start a scheme or a port. The query must hold no ``#`` (the rest would
     be a fragment, dropped) and no control character (changed to ``_``), so that Bitrix24
-    reads the query as written too.
+    reads the query as written too. ``NAME`` may not end in a ``.json`` or ``.xml``
+    segment (:func:`~._names.valid_method`): whether the batch drops it as the entry point
+    does or not, ``user.get.json`` is not checked as the method that may run.
     """
     if not isinstance(text, str):
         raise _bad(f"{where} must be a string `method?query`, not {type(text).__name__}")

@@ -19,11 +19,21 @@ READ_VERBS = frozenset(
 READ_METHODS = frozenset({"app.info", "methods", "profile", "scope", "server.time"})
 
 
+# Last segments that are no part of a method: Bitrix24's REST entry point takes a final
+# `.json` or `.xml` (any case) as the answer's format and runs what comes before it, so
+# `batch.json` runs `batch` and `user.get.JSON` runs `user.get`. A name ending so would be
+# checked as one method and run as another.
+_FORMATS = frozenset({"json", "xml"})
+
+
 def valid_method(name: str) -> bool:
     """True when ``name`` is a method name docs/design.md §5.2 allows (no ``/``, ``?``,
-    ``..``, spaces)."""
+    ``..``, spaces) and exactly the method Bitrix24 runs for it (no last segment ``json``
+    or ``xml``, in any case: Bitrix24 would drop it)."""
     # fullmatch, not match: "$" also matches before a trailing newline.
-    return isinstance(name, str) and METHOD_NAME.fullmatch(name) is not None
+    if not isinstance(name, str) or METHOD_NAME.fullmatch(name) is None:
+        return False
+    return name.rsplit(".", 1)[-1].lower() not in _FORMATS
 
 
 def method_reads(method: str) -> bool:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
-from ..bitrix import parse_batch
-from ..errors import IpForbidden, MethodForbidden, Unauthorized
+from ..bitrix import parse_batch, valid_method
+from ..errors import InvalidMethod, IpForbidden, MethodForbidden, Unauthorized
 from ..store import Client
 
 KEY_PREFIX = "b24_"
@@ -72,7 +72,11 @@ def admit(patterns: Sequence[str], method: str, params: Mapping[str, Any]) -> Ma
     ``batch`` itself is only a carrier: what counts is every command inside it, read as
     Bitrix24 reads them (:func:`~b24gate.bitrix.parse_batch`; 400 ``invalid_batch`` when
     that reading is in doubt), and what goes on is the batch rebuilt from what was checked.
+    A name Bitrix24 would run as another method (``batch.json`` runs ``batch``) is
+    refused (400 ``invalid_method``, :func:`~b24gate.bitrix.valid_method`).
     """
+    if not valid_method(method):
+        raise InvalidMethod(f"{method[:80]!r} is not a Bitrix24 method name")
     if method.lower() != "batch":
         if not method_allowed(patterns, method):
             raise MethodForbidden(f"this key may not call {method}")
