@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from b24gate.bitrix import DEFAULT_PLAN, PLANS
 from b24gate.core import (
     Budget,
     NewClient,
@@ -108,6 +109,8 @@ async def test_a_portal_address_is_https_or_loopback_http_and_nothing_else(
     with pytest.raises(InvalidSetting) as by_store:
         await store.add_portal(forged)
     refused(by_store, "url")
+    # One rule, one message: the administrator reads the same whoever refused it.
+    assert by_store.value.message == by_core.value.message == by_builder.value.message
     assert await store.portals() == []
 
 
@@ -120,6 +123,7 @@ async def test_the_oauth_server_obeys_the_same_rule(store: Store, url: str) -> N
     with pytest.raises(InvalidSetting) as by_store:
         await store.add_portal(forged)
     refused(by_store, "oauth_url")
+    assert by_store.value.message == by_builder.value.message
     assert await store.portals() == []
 
 
@@ -168,6 +172,7 @@ async def test_a_webhook_url_is_refused_without_being_quoted(store: Store, hook:
         await store.add_portal(forged)
     refused(by_store, "webhook_url")
     assert HOOK_CODE not in str(by_store.value)
+    assert by_store.value.message == by_builder.value.message
     assert await store.portals() == []
 
 
@@ -213,6 +218,9 @@ def test_plans_and_explicit_budgets() -> None:
     assert request_budget() == {}
     new = oauth_portal("big", "https://big.bitrix24.ru", "local.big", SECRET, budget={"rate": 5})
     assert (new.rate, new.burst) == (5.0, 50)
+    # A portal given no budget gets the plan most portals are on.
+    default = PLANS[DEFAULT_PLAN]
+    assert (an_oauth_portal().rate, an_oauth_portal().burst) == (default.rate, default.burst)
 
 
 @pytest.mark.parametrize(
@@ -243,6 +251,7 @@ async def test_budgets_out_of_range_are_refused(
         with pytest.raises(InvalidSetting) as by_store:
             await store.update_portal("main", **changes)
         refused(by_store, field)
+        assert by_store.value.message == exc.value.message
     portal = (await portal_status(store, "main")).portal
     assert (portal.rate, portal.burst) == (2.0, 50)
 

@@ -34,8 +34,17 @@ from ._oauth import (
     server_endpoint_allowed,
     token_url,
 )
-from ._origin import DEFAULT_OAUTH_URL, Origin, is_loopback, portal_origin
-from ._plans import DEFAULT_PLAN, PLANS, PlanBudget
+from ._origin import (
+    DEFAULT_OAUTH_URL,
+    Origin,
+    WebhookAddress,
+    is_loopback,
+    oauth_address,
+    portal_address,
+    portal_origin,
+    webhook_address,
+)
+from ._plans import DEFAULT_PLAN, MAX_BURST, MAX_RATE, PLANS, PlanBudget, check_burst, check_rate
 from ._rest import DEFAULT_REST_TIMEOUT, RestClient
 from ._tokens import TokenSet
 from ._webhook import WebhookUrl, parse_webhook_url
@@ -47,6 +56,8 @@ __all__ = [
     "DEFAULT_OAUTH_URL",
     "DEFAULT_PLAN",
     "DEFAULT_REST_TIMEOUT",
+    "MAX_BURST",
+    "MAX_RATE",
     "METHOD_NAME",
     "OPERATING_LIMIT",
     "PAGE_SIZE",
@@ -60,10 +71,13 @@ __all__ = [
     "PlanBudget",
     "RestClient",
     "TokenSet",
+    "WebhookAddress",
     "WebhookUrl",
     "app_info_url",
     "as_map",
     "batchable",
+    "check_burst",
+    "check_rate",
     "classify",
     "command_error",
     "encode_batch",
@@ -72,11 +86,14 @@ __all__ = [
     "is_loopback",
     "is_read",
     "method_reads",
+    "oauth_address",
     "parse_batch",
     "parse_command",
     "parse_webhook_url",
+    "portal_address",
     "portal_origin",
     "server_endpoint_allowed",
     "token_url",
     "valid_method",
+    "webhook_address",
 ]

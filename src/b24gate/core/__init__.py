@@ -3,6 +3,9 @@ connect flow, the app's install events, the path of a call (admission, the dispa
 Bitrix24's operating-time budget, the scheduler and limiter, forwarding), and bulk calls
 and list exports on top of it."""
 
+# The address rules are Bitrix24's (b24gate.bitrix); administration offers them here too.
+from ..bitrix import WebhookAddress, oauth_address, portal_address, webhook_address
+
 # The errors of the connect flow and of install events, from the one tree, offered here too.
 from ..errors import ConnectError, EventRefused, EventUnverifiable
 from ._access import (
@@ -22,7 +25,6 @@ from ._admin import (
     IssuedKey,
     NewClient,
     PortalStatus,
-    WebhookAddress,
     add_client,
     add_portal,
     client_name,
@@ -31,18 +33,15 @@ from ._admin import (
     list_portals,
     method_patterns,
     new_client,
-    oauth_address,
     oauth_portal,
     operator_call,
     operator_client,
-    portal_address,
     portal_name,
     portal_status,
     request_budget,
     revoke_client,
     set_portal,
     token_request_method,
-    webhook_address,
     webhook_portal,
 )
 from ._bulk import MAX_COMMANDS, BulkResult, Command, run_commands

@@ -18,11 +18,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict, cast
 
-from ..bitrix import DEFAULT_OAUTH_URL, PLANS, Origin, parse_webhook_url, portal_origin
+from ..bitrix import (
+    PLANS,
+    WebhookAddress,
+    check_burst,
+    check_rate,
+    oauth_address,
+    portal_address,
+    webhook_address,
+)
 from ..errors import Conflict, InvalidSetting, RequestError, UnknownClient, UnknownPortal
 from ..store import (
-    MAX_BURST,
-    MAX_RATE,
     Client,
     Grant,
     NewPortal,
@@ -46,15 +52,6 @@ class Budget(TypedDict, total=False):
 
     rate: float
     burst: int
-
-
-@dataclass(frozen=True)
-class WebhookAddress:
-    """A checked incoming webhook: ``url`` (its base, the secret in the path) and the
-    portal's ``origin`` it names."""
-
-    url: str = field(repr=False)
-    origin: Origin
 
 
 @dataclass(frozen=True)
@@ -100,34 +97,9 @@ def client_name(name: str) -> str:
     return name
 
 
-def portal_address(url: str) -> Origin:
-    """The portal's origin: https, or http on loopback only (the sandbox)."""
-    try:
-        return portal_origin(url)
-    except ValueError as exc:
-        raise InvalidSetting("url", f"the portal's URL: {exc}") from None
-
-
-def oauth_address(url: str | None) -> str:
-    """The OAuth server's origin, Bitrix24's central one by default; the same rule."""
-    try:
-        return portal_origin(url or DEFAULT_OAUTH_URL).base
-    except ValueError as exc:
-        raise InvalidSetting("oauth_url", f"the OAuth server's URL: {exc}") from None
-
-
-def webhook_address(value: str) -> WebhookAddress:
-    """An incoming webhook's URL, ``https://PORTAL/rest/USER_ID/CODE/``. No message quotes
-    it: its path is the webhook's only credential."""
-    try:
-        hook = parse_webhook_url(value)
-    except ValueError as exc:
-        raise InvalidSetting("webhook_url", str(exc)) from None
-    try:
-        origin = portal_origin(hook.origin)
-    except ValueError as exc:
-        raise InvalidSetting("webhook_url", f"the webhook URL: {exc}") from None
-    return WebhookAddress(origin.base + hook.base.removeprefix(hook.origin), origin)
+# The address rules (portal_address, oauth_address, webhook_address) and the budget's
+# ranges (check_rate, check_burst) are Bitrix24's and live in b24gate.bitrix, where the
+# store checks through them too.
 
 
 def token_request_method(value: str | None) -> TokenMethod:
@@ -153,15 +125,9 @@ def request_budget(
         rate, burst = chosen.rate, chosen.burst
     budget: Budget = {}
     if rate is not None:
-        if not 0 <= rate <= MAX_RATE:  # a chained comparison is False for NaN too
-            raise InvalidSetting(
-                "rate", f"the rate is between 0 (no limit) and {MAX_RATE:g} requests/s"
-            )
-        budget["rate"] = float(rate)
+        budget["rate"] = check_rate(rate)
     if burst is not None:
-        if isinstance(burst, bool) or not 1 <= burst <= MAX_BURST:
-            raise InvalidSetting("burst", f"the burst is between 1 and {MAX_BURST}")
-        budget["burst"] = int(burst)
+        budget["burst"] = check_burst(burst)
     return budget
 
 

@@ -21,8 +21,6 @@ from ._engine import (
 from ._keyfile import load_master_key
 from ._schema import metadata
 from ._store import (
-    MAX_BURST,
-    MAX_RATE,
     Client,
     Grant,
     NewPortal,
@@ -35,8 +33,6 @@ from ._store import (
 )
 
 __all__ = [
-    "MAX_BURST",
-    "MAX_RATE",
     "MIGRATIONS_DIR",
     "REFRESH_LOCK_NAMESPACE",
     "ChangeWatch",

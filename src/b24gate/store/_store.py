@@ -20,8 +20,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..bitrix import parse_webhook_url, portal_origin
-from ..errors import ConfigError, InvalidSetting, StoreConflict, UnknownPortal
+from ..bitrix import (
+    DEFAULT_PLAN,
+    PLANS,
+    check_burst,
+    check_rate,
+    oauth_address,
+    portal_address,
+    webhook_address,
+)
+from ..errors import ConfigError, StoreConflict, UnknownPortal
 from ._changes import ChangeWatch
 from ._crypto import KEY_MISMATCH, Cipher
 from ._engine import Dialect, dialect_of, make_engine, safe_url, upgrade, write_transaction
@@ -38,10 +46,8 @@ _STATES: Final = frozenset(get_args(PortalState))
 _TOKEN_METHODS: Final = frozenset(get_args(TokenMethod))
 _KINDS: Final = frozenset(get_args(PortalKind))
 _KEY_CHECK: Final = "b24gate master key check"
-# The request budgets a portal may have: Bitrix24's plans are 2/s (bucket 50) and 5/s (250);
-# an on-premise portal may be given more, within these bounds. Rate 0: no limit.
-MAX_RATE: Final = 1000.0
-MAX_BURST: Final = 100_000
+# A portal's request budget unless it is given one: most portals' plan.
+_DEFAULT_BUDGET: Final = PLANS[DEFAULT_PLAN]
 
 
 @dataclass(frozen=True)
@@ -63,8 +69,8 @@ class NewPortal:
     token_method: str = "POST"  # noqa: S105  (an HTTP method, "POST" or "GET")
     kind: str = "oauth"
     webhook_url: str | None = field(default=None, repr=False)
-    rate: float = 2.0
-    burst: int = 50
+    rate: float = _DEFAULT_BUDGET.rate
+    burst: int = _DEFAULT_BUDGET.burst
     connect_by_install: bool = False
 
 
@@ -94,8 +100,8 @@ class Portal:
     # Decrypted: the app's token from its install event, to check later events against.
     application_token: str | None = field(default=None, repr=False)
     # The request budget: Bitrix24 drains `rate` requests/s from a bucket of `burst`.
-    rate: float = 2.0
-    burst: int = 50
+    rate: float = _DEFAULT_BUDGET.rate
+    burst: int = _DEFAULT_BUDGET.burst
     # The app's install event may connect the portal while it has no member_id yet.
     connect_by_install: bool = False
 
@@ -244,7 +250,8 @@ class Store:
             "burst": new.burst,
             "connect_by_install": new.connect_by_install,
         }
-        _check_budget(new.rate, new.burst)
+        check_rate(new.rate)
+        check_burst(new.burst)
         _check_addresses(
             {"url": new.url, "oauth_url": new.oauth_url, "webhook_url": new.webhook_url}
         )
@@ -310,8 +317,10 @@ class Store:
             _check_choice("token_method", values["token_method"], _TOKEN_METHODS)
         if "kind" in values:
             _check_choice("kind", values["kind"], _KINDS)
-        if "rate" in values or "burst" in values:
-            _check_budget(values.get("rate", 1.0), values.get("burst", 1))
+        if "rate" in values:
+            check_rate(values["rate"])
+        if "burst" in values:
+            check_burst(values["burst"])
         _check_addresses(values)
         if "domain" in values:
             values["domain"] = values["domain"].lower()
@@ -755,32 +764,14 @@ def _reason(exc: BaseException) -> str:
     return lines[0] if lines else type(cause).__name__
 
 
-def _check_budget(rate: float, burst: int) -> None:
-    if not 0 <= rate <= MAX_RATE:  # a chained comparison is False for NaN too
-        raise InvalidSetting(
-            "rate", f"a portal's rate must be between 0 (no limit) and {MAX_RATE:g} requests/s"
-        )
-    if isinstance(burst, bool) or not 1 <= burst <= MAX_BURST:
-        raise InvalidSetting("burst", f"a portal's burst must be between 1 and {MAX_BURST}")
-
-
 def _check_addresses(values: Mapping[str, Any]) -> None:
     """Whoever registers a portal, its tokens and its webhook's secret never go to plain
-    http off loopback, nor to an address with a path or a user name (docs/security.md).
-    Only the webhook URL's origin is checked here and named in a message: its path is its
-    secret."""
-    for column in ("url", "oauth_url"):
-        value = values.get(column)
-        # A webhook portal has no OAuth server: its oauth_url is empty.
-        if value is None or (column == "oauth_url" and value == ""):
-            continue
-        try:
-            portal_origin(value)
-        except ValueError as exc:
-            raise InvalidSetting(column, f"a portal's {column}: {exc}") from None
-    hook = values.get("webhook_url")
-    if hook is not None:
-        try:
-            portal_origin(parse_webhook_url(hook).origin)
-        except ValueError as exc:
-            raise InvalidSetting("webhook_url", f"a portal's webhook URL: {exc}") from None
+    http off loopback, nor to an address with a path or a user name (docs/security.md):
+    the administration's own rules (:mod:`b24gate.bitrix`), checked again here."""
+    if values.get("url") is not None:
+        portal_address(values["url"])
+    # A webhook portal has no OAuth server: its oauth_url is empty.
+    if values.get("oauth_url"):
+        oauth_address(values["oauth_url"])
+    if values.get("webhook_url") is not None:
+        webhook_address(values["webhook_url"])
