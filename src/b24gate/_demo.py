@@ -19,12 +19,10 @@ import uvicorn
 
 from ._http_server import server_config
 from .api import create_app
-from .core import Gateway, new_key
+from .core import Gateway, add_client, add_portal, new_client, oauth_portal
 from .errors import B24GateError
-from .sandbox import SandboxConfig, SandboxServer
-from .sandbox._config import new_secret
+from .sandbox import SandboxConfig, SandboxServer, new_secret
 from .settings import Settings
-from .store import NewPortal
 
 PORTAL = "demo"
 
@@ -51,29 +49,28 @@ curl -s {public_url}/api/v1/call \\
 
 async def _register(gateway: Gateway, sandbox: SandboxServer) -> None:
     store = gateway.store
-    url, domain = sandbox.base_url, sandbox.portal.domain
-    client_id, secret = sandbox.config.client_id, sandbox.config.client_secret
+    url = sandbox.base_url
+    # The portal as an administrator registers it, under the same rules.
+    new = oauth_portal(
+        PORTAL,
+        url,
+        sandbox.config.client_id,
+        sandbox.config.client_secret,
+        oauth_url=url,
+        scope=",".join(sandbox.config.scope),
+    )
     if await store.portal(PORTAL) is None:
-        await store.add_portal(
-            NewPortal(
-                name=PORTAL,
-                url=url,
-                domain=domain,
-                client_id=client_id,
-                client_secret=secret,
-                oauth_url=url,
-                scope="crm,catalog,user",
-            )
-        )
+        await add_portal(store, new)
     else:
-        # A new sandbox each run: a new address, secret and member_id.
+        # A new sandbox each run: a new address, secret and member_id. No administrator's
+        # command changes those of a portal, so the checked values are written as they are.
         await store.update_portal(
             PORTAL,
-            url=url,
-            domain=domain,
-            client_id=client_id,
-            client_secret=secret,
-            oauth_url=url,
+            url=new.url,
+            domain=new.domain,
+            client_id=new.client_id,
+            client_secret=new.client_secret,
+            oauth_url=new.oauth_url,
             member_id=None,
             client_endpoint=None,
         )
@@ -111,10 +108,7 @@ async def run_demo(settings: Settings, port: int) -> None:
         gateway.start_background()
         await _register(gateway, sandbox)
         await _connect(gateway)
-        key = new_key()
-        await gateway.store.add_client(
-            f"demo-{int(time.time())}", key.key_id, key.key_hash, [PORTAL], [], [], False
-        )
+        issued = await add_client(gateway.store, new_client(f"demo-{int(time.time())}", [PORTAL]))
         # Handle the signals before announcing readiness: a script that reads the snippet
         # and then stops the demo must get a clean stop, not the default SIGTERM death.
         stop = asyncio.Event()
@@ -126,7 +120,7 @@ async def run_demo(settings: Settings, port: int) -> None:
             f"sandbox portal {sandbox.base_url}, gateway {settings.public_url}: connected.",
             file=sys.stderr,
         )
-        print(_snippets(settings.public_url, key.key), flush=True)
+        print(_snippets(settings.public_url, issued.key), flush=True)
         print("Ctrl-C stops the demo.", file=sys.stderr, flush=True)
         _done, _ = await asyncio.wait(
             [asyncio.create_task(stop.wait()), serving], return_when=asyncio.FIRST_COMPLETED

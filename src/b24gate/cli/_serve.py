@@ -16,17 +16,17 @@ import typer
 
 from .._logs import configure as configure_logs
 from ..errors import B24GateError
-from ..sandbox import SandboxConfig
-from ..sandbox import run as run_sandbox
-from ..sandbox._config import (
+from ..sandbox import (
     DEFAULT_ACCESS_TTL,
     DEFAULT_BURST,
     DEFAULT_CLIENT_ID,
     DEFAULT_RATE,
     DEFAULT_REFRESH_TTL,
     DEFAULT_SCOPE,
+    SandboxConfig,
     new_secret,
 )
+from ..sandbox import run as run_sandbox
 from ..settings import Settings
 from ._base import _read_secret, _with_gateway, app, db_app, fail, run, settings, usage
 

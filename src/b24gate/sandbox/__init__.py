@@ -8,12 +8,22 @@ It imports nothing from the gateway. Start it with ``b24gate sandbox`` or, in te
 Its reading of Bitrix24's rules is offered too, for tests that hold the gateway to it: PHP
 parameters (:func:`parse_php_query`, :func:`parse_php_pairs`, :func:`build_php_query`),
 ``batch`` (:func:`batch_commands`, :func:`resolve`, PHP's :func:`parse_url`) and the two
-limits (:class:`LeakyBucket`, :class:`OperatingBudget`).
+limits (:class:`LeakyBucket`, :class:`OperatingBudget`). Its defaults (``DEFAULT_*``) and
+:func:`new_secret` are what ``b24gate sandbox`` and ``b24gate demo`` start it with.
 """
 
 from ._batch import batch_commands, parse_url, resolve
 from ._clock import Clock
-from ._config import SandboxConfig
+from ._config import (
+    DEFAULT_ACCESS_TTL,
+    DEFAULT_BURST,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_RATE,
+    DEFAULT_REFRESH_TTL,
+    DEFAULT_SCOPE,
+    SandboxConfig,
+    new_secret,
+)
 from ._errors import RestError
 from ._faults import Fault
 from ._limits import LeakyBucket, OperatingBudget
@@ -23,6 +33,12 @@ from ._run import run
 from ._server import SandboxServer
 
 __all__ = [
+    "DEFAULT_ACCESS_TTL",
+    "DEFAULT_BURST",
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_RATE",
+    "DEFAULT_REFRESH_TTL",
+    "DEFAULT_SCOPE",
     "Clock",
     "Fault",
     "LeakyBucket",
@@ -33,6 +49,7 @@ __all__ = [
     "SandboxServer",
     "batch_commands",
     "build_php_query",
+    "new_secret",
     "parse_php_pairs",
     "parse_php_query",
     "parse_url",
