@@ -137,7 +137,11 @@ def test_a_webhook_portal_from_the_command_line(tmp_path: Path, sandbox_url: str
     assert "b24gate portal set dead --webhook-url-file" in refused.stderr
     dead_status = b24gate(env, "portal", "status", "dead")
     assert "state: needs_authorization" in dead_status.stdout.splitlines()
-    assert "fix: b24gate portal set dead --webhook-url-file FILE" in dead_status.stdout
+    fix = [line for line in dead_status.stdout.splitlines() if line.startswith("fix: ")]
+    assert len(fix) == 1
+    assert "`b24gate portal set dead --webhook-url-file FILE`" in fix[0]
+    # The status gives the very advice the refused call gave.
+    assert fix[0].removeprefix("fix: ") in refused.stderr
 
     replaced = b24gate(env, "portal", "set", "hook", "--webhook-url-env", "SECOND_HOOK")
     assert replaced.returncode == 0, replaced.stderr

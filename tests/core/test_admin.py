@@ -27,6 +27,7 @@ from b24gate.core import (
     new_client,
     oauth_portal,
     operator_call,
+    portal_change,
     portal_name,
     portal_status,
     request_budget,
@@ -295,6 +296,33 @@ def test_a_client_needs_a_name_and_a_portal() -> None:
     with pytest.raises(InvalidSetting) as no_name:
         new_client(" ", ["main"])
     refused(no_name, "name")
+
+
+@pytest.mark.parametrize(
+    "name", ["erp\n", "erp\r\nx", "a\tb", "erp\x00", "erp\x1b[31m", "\u202eerp", "a\u2028b"]
+)
+async def test_a_client_name_with_a_control_character_is_refused(store: Store, name: str) -> None:
+    # A name is shown in `client list` and log lines: a newline or an escape sequence
+    # could forge a line, a bidi override disguise one name as another.
+    await add_portal(store, an_oauth_portal())
+    with pytest.raises(InvalidSetting) as exc:
+        new_client(name, ["main"])
+    refused(exc, "name")
+    with pytest.raises(InvalidSetting):
+        await add_client(store, NewClient(name=name, portals=("main",)))
+    assert await list_clients(store) == []
+
+
+def test_a_client_name_may_have_spaces_and_any_script() -> None:
+    assert new_client("1С Бухгалтерия 3.0", ["main"]).name == "1С Бухгалтерия 3.0"
+
+
+def test_a_change_must_change_something() -> None:
+    with pytest.raises(RequestError) as exc:
+        portal_change()
+    assert exc.value.code == "invalid_request"
+    assert "install event" in exc.value.message
+    portal_change(connect_by_install=False)  # a change, though to the same value
 
 
 # -- the store's answers, as errors of the tree -------------------------------------------

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..bitrix import DEFAULT_OAUTH_URL, PLANS
+from ..errors import RequestError
 from ._base import _read_secret, fail, portal_app, usage, with_gateway
 
 if TYPE_CHECKING:
@@ -194,16 +195,20 @@ def portal_set(
 ) -> None:
     """Change a portal: its request budget, whether the app's install event may connect it,
     or a webhook portal's incoming webhook (it was deleted, or the portal moved)."""
-    from ..core import request_budget, set_portal
+    from ..core import portal_change, request_budget, set_portal
 
     with usage():
         limits = request_budget(plan, rate, burst)
     replace_hook = webhook_url_file is not None or webhook_url_env is not None
-    if not replace_hook and not limits and connect_by_install is None:
-        raise typer.BadParameter(
-            "nothing to change: give --plan, --rate/--burst, --connect-by-install or a webhook URL"
-        )
     hook = _read_webhook_url(webhook_url_file, webhook_url_env) if replace_hook else None
+    try:
+        portal_change(budget=limits, webhook=hook, connect_by_install=connect_by_install)
+    except RequestError as exc:
+        raise typer.BadParameter(
+            exc.message,
+            param_hint="--plan, --rate/--burst, --connect-by-install, "
+            "--webhook-url-file/--webhook-url-env",
+        ) from None
 
     async def change(gw: Gateway) -> None:
         await set_portal(
@@ -264,12 +269,14 @@ def portal_status(
     name: str, as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
 ) -> None:
     """The portal's token state."""
+    from ..core import fix_for
     from ..core import portal_status as status_of
 
     async def status(gw: Gateway) -> PortalStatus:
         return await status_of(gw.store, name)
 
-    info = _status(with_gateway(status))
+    found = with_gateway(status)
+    info = _status(found)
     if as_json:
         # A stable set of keys that scripts read (docs/design.md §3).
         hidden = ("reason", "kind", "requests", "connect_by_install")
@@ -277,10 +284,8 @@ def portal_status(
         return
     lines = [f"{k}: {v}" for k, v in info.items() if v is not None]
     if info["state"] == "needs_authorization":
-        if info["kind"] == "webhook":
-            lines.append(f"fix: b24gate portal set {name} --webhook-url-file FILE")
-        else:
-            lines.append(f"fix: b24gate portal authorize {name}")
+        # What the calls' 409 tells the administrator to run; by default, authorize again.
+        lines.append(f"fix: {fix_for(found.portal) or f'b24gate portal authorize {name}'}")
     typer.echo("\n".join(lines))
 
 

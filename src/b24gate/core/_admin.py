@@ -92,8 +92,11 @@ def portal_name(name: str) -> str:
 
 
 def client_name(name: str) -> str:
-    if not name.strip() or len(name) > NAME_MAX:
-        raise InvalidSetting("name", f"a client's name has 1 to {NAME_MAX} characters")
+    """A name shown in lists and log lines: 1 to ``NAME_MAX`` printable characters (any
+    script and spaces; no control, format or line-separator characters, which could
+    break a line or disguise one name as another)."""
+    if not name.strip() or len(name) > NAME_MAX or not name.isprintable():
+        raise InvalidSetting("name", f"a client's name has 1 to {NAME_MAX} printable characters")
     return name
 
 
@@ -281,6 +284,21 @@ async def _portal(store: Store, name: str) -> Portal:
     return portal
 
 
+def portal_change(
+    *,
+    budget: Budget | None = None,
+    webhook: WebhookAddress | None = None,
+    connect_by_install: bool | None = None,
+) -> None:
+    """A change of a portal (:func:`set_portal`) changes something: else
+    :class:`~b24gate.errors.RequestError`, before anything is opened."""
+    if not budget and webhook is None and connect_by_install is None:
+        raise RequestError(
+            "nothing to change: give a request budget, whether the app's install event "
+            "may connect the portal, or a webhook URL"
+        )
+
+
 async def set_portal(
     store: Store,
     name: str,
@@ -292,8 +310,7 @@ async def set_portal(
     """Change a portal's request budget, whether the app's install event may connect an
     OAuth portal, or a webhook portal's incoming webhook (it was deleted, or the portal
     moved: the portal is connected again at once)."""
-    if not budget and webhook is None and connect_by_install is None:
-        raise RequestError("nothing to change: give a request budget or a webhook URL")
+    portal_change(budget=budget, webhook=webhook, connect_by_install=connect_by_install)
     changes: PortalChanges = {}
     if budget:
         checked = request_budget(rate=budget.get("rate"), burst=budget.get("burst"))
