@@ -33,3 +33,14 @@ def read_json(raw: bytes) -> Any:
         # orjson caps nesting itself; should a RecursionError still come, the input is as
         # malformed as bad syntax, and its reader answers it the same way.
         raise ValueError("JSON nested too deep") from None
+
+
+def read_object(raw: bytes) -> dict[str, Any] | None:
+    """The JSON object of ``raw`` as :func:`read_json` reads it; None when ``raw`` is not
+    one (not JSON, or another JSON value): an answer from Bitrix24 or its OAuth server
+    that its caller then reports as malformed."""
+    try:
+        body = read_json(raw)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None

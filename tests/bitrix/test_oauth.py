@@ -228,6 +228,34 @@ async def test_answers_the_sandbox_never_gives(oauth: OAuthClient, tiny_server: 
             assert type(caught.value) is OAuthError, prefix
 
 
+async def test_answers_with_a_byte_order_mark_are_read(
+    oauth: OAuthClient, tiny_server: TinyServer
+) -> None:
+    # An on-premise portal whose PHP files were saved with a BOM prints it before every
+    # answer, app.info at the portal's own REST base included: read as Bitrix24's are.
+    bom = b"\xef\xbb\xbf"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/app.info"):
+            body = b'{"result": {"CODE": "local.x", "INSTALLED": true}}'
+        elif request.path.startswith("/error/"):
+            body = b'{"error": "invalid_grant", "error_description": "expired"}'
+        else:
+            body = b'{"access_token": "a", "refresh_token": "r", "expires_in": 3600}'
+        status = 400 if request.path.startswith("/error/") else 200
+        return web.Response(status=status, body=bom + body, content_type="application/json")
+
+    base = await tiny_server(handler)
+    info = await oauth.app_info(base, "token")
+    assert info == {"CODE": "local.x", "INSTALLED": True}
+    tokens = await oauth.refresh(base, "local.x", "secret", "refresh")
+    assert (tokens.access_token, tokens.refresh_token) == ("a", "r")
+    # The error code is read too: a revoked grant, not a malformed answer.
+    with pytest.raises(GrantRevoked) as caught:
+        await oauth.refresh(f"{base}/error", "local.x", "secret", "refresh")
+    assert caught.value.error == "invalid_grant"
+
+
 # -- secrets -----------------------------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ holds the secrets), so they are never chained as causes.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -19,8 +18,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from b24gate.errors import GrantRevoked, OAuthError, OAuthUnavailable
-
+from .._json import read_object
+from ..errors import GrantRevoked, OAuthError, OAuthUnavailable
 from ._tokens import TokenSet
 
 ALLOWED_OAUTH_HOSTS = ("oauth.bitrix.info", "oauth.bitrix24.tech")
@@ -105,17 +104,9 @@ class _Redactor:
         return text
 
 
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
 def _checked_body(status: int, raw: bytes, redact: _Redactor) -> dict[str, Any]:
     """The body of a successful token response, or the right :class:`OAuthError`."""
-    body = _json_object(raw)
+    body = read_object(raw)
     if body is not None and body.get("error") is not None:
         error, description = redact(body["error"]), redact(body.get("error_description"))
         # An explicit revoking code wins over the status: the server said what it meant.

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from b24gate.errors import UpstreamInvalid
+from ..errors import UpstreamInvalid
 
 # Bitrix24's access tokens live one hour; used only when a response names no lifetime.
 DEFAULT_ACCESS_TTL = 3600.0
