@@ -15,16 +15,19 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
+import uvicorn
 from aiohttp import web
 
-from b24gate.api import EVENT_BURST, PeerBudget
+from b24gate.api import EVENT_BURST, PeerBudget, create_app
 from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
 from b24gate.store import Grant, Portal
+from b24gate.testing import server_config
 
 from .conftest import CLIENT_SECRET, Stack
 
@@ -302,6 +305,48 @@ def test_the_budget_refills_groups_an_ipv6_host_and_forgets_the_oldest(
     for n in range(3):
         budget.take(f"203.0.113.{n}")
     assert budget.take("198.51.100.7") == 0.0
+
+
+async def test_events_with_no_address_do_not_share_one_bucket(stack: Stack, tmp_path: Path) -> None:
+    # The gateway behind a proxy on a unix socket: no request has an address. One shared
+    # bucket would let a single sender in a loop hold back Bitrix24's genuine events.
+    await stack.add_portal()
+    socket_path = str(tmp_path / "gateway.sock")
+    server = uvicorn.Server(
+        server_config(create_app(stack.settings, stack.gateway), "127.0.0.1", 0, uds=socket_path)
+    )
+    serving = asyncio.create_task(server.serve())
+    event = {"event": "ONAPPINSTALL", "auth[access_token]": "x", "auth[refresh_token]": "y"}
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                assert not serving.done()
+                await asyncio.sleep(0.01)
+            async with httpx.AsyncClient(
+                base_url="http://gateway", transport=httpx.AsyncHTTPTransport(uds=socket_path)
+            ) as local:
+                answers = [
+                    await local.post("/bitrix/install", data=event) for _ in range(EVENT_BURST + 5)
+                ]
+    finally:
+        server.should_exit = True
+        await serving
+    assert {(a.status_code, a.json()["code"]) for a in answers} == {(403, "event_refused")}
+
+
+def test_a_source_that_is_no_address_is_quoted_in_the_log_and_kept_short(
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    # A trusted proxy forwards a hop as written: it cannot forge or split the refusal line.
+    budget = PeerBudget(burst=1, per_minute=1)
+    hop = 'unknown level=ERROR msg="forged"' + "x" * 500
+    assert budget.take(hop) == 0.0
+    assert budget.take(hop) > 0
+    # The same first characters are the same bucket: a long hop is cut, not a new key.
+    assert budget.take(hop[:64] + "y") > 0
+    (line,) = [r.getMessage() for r in logs.records if "over their budget" in r.getMessage()]
+    assert 'from "unknown level=ERROR msg=\\"forged\\"' in line
+    assert "x" * 100 not in line
 
 
 async def test_an_oversized_or_deeply_nested_event_is_a_clear_400_or_413(stack: Stack) -> None:

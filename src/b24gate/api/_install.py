@@ -4,8 +4,9 @@
 Bitrix24 posts a form with PHP brackets (``auth[access_token]=…``); the same fields as a
 JSON object are accepted too. The body is checked in :mod:`b24gate.core._install`;
 Bitrix24 ignores the answer, which is ``{"result": "ok"}`` or the gateway's JSON error.
-Anyone can post here, so each source address gets a small budget of events, and the body
-is small and parsed with PHP's own caps before anything else happens.
+Anyone can post here, so each source address gets a small budget of events (a request
+with no address, over a unix socket, is not counted), and the body is small and parsed
+with PHP's own caps before anything else happens.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from .._json import read_json, without_bom
+from .._logs import field
 from .._php import parse_php_query
 from ..core import Gateway
 from ..errors import InvalidJson, RateLimited
@@ -38,6 +40,7 @@ EVENT_BURST = 20
 EVENTS_PER_MINUTE = 20.0
 # How many addresses are remembered; past it the least recently seen is forgotten first.
 TRACKED_PEERS = 10_000
+_MAX_KEY = 64  # characters of a source that is not an IP address
 
 
 class PeerBudget:
@@ -74,7 +77,7 @@ class PeerBudget:
         else:
             wait = (1.0 - tokens) / self._rate
             if not logged:  # once per flood, not once per request: the log is no target
-                log.warning("install events from %s are over their budget; refused", key)
+                log.warning("install events from %s are over their budget; refused", field(key))
                 logged = True
         self._buckets[key] = (tokens, now, logged)
         while len(self._buckets) > self._peers:
@@ -86,7 +89,10 @@ def _bucket_key(peer: str) -> str:
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:
-        return peer
+        # Not an address: a hop a trusted proxy forwarded as it was written (nginx's
+        # "unknown", an obfuscated name). Its own bucket, of bounded size: it is a key in
+        # memory and a value in the log line.
+        return peer[:_MAX_KEY]
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
@@ -119,7 +125,11 @@ def add_install_routes(app: FastAPI) -> None:
         gw: Gateway = request.app.state.gateway
         # No call line: an event is no client's call (the installer logs what it did).
         with Frame(None, "/bitrix/install", log=log) as frame:
-            wait = budget.take(peer(request, gw) or "")
+            source = peer(request, gw)
+            # No address at all (a unix socket: the proxy in front is the operator's own) is
+            # no sender to tell apart; one bucket for all of them would let any one sender
+            # hold back every genuine event, so they are not counted per address.
+            wait = budget.take(source) if source else 0.0
             if wait > 0:
                 raise RateLimited("too many events from this address; retry later", wait)
             raw = await read_body(request, min(EVENT_BODY_LIMIT, gw.settings.body_limit))
