@@ -31,7 +31,7 @@ def test_connect_by_install_is_off_unless_the_administrator_says_so(tmp_path: Pa
     )
     assert "connect_by_install: False" in plain_status.stdout
     assert "connect_by_install: True" in opted_status.stdout
-    assert "connect_by_install" not in json.loads(as_json.stdout)  # DESIGN §3's keys only
+    assert "connect_by_install" not in json.loads(as_json.stdout)  # docs/design.md §3's keys only
 
     off = b24gate(env, "portal", "set", "opted", "--no-connect-by-install")
     assert off.returncode == 0, off.stderr
