@@ -1,4 +1,8 @@
-"""Reading a request body within the configured limit."""
+"""Reading a request body within the configured limit.
+
+A client that closes the connection before its body is in raises Starlette's
+``ClientDisconnect`` from here; :class:`._frame.Frame` takes it as the quiet end it is.
+"""
 
 from __future__ import annotations
 

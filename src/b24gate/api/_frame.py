@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Protocol
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from .._logs import fields_text
@@ -39,6 +40,8 @@ from ._errors import Shape, error_response, gateway_shape
 from ._parse import too_deep
 
 call_log = logging.getLogger("b24gate.calls")
+# The status a call's line carries when the client closed the connection first (nginx's).
+CLIENT_CLOSED = 499
 
 
 class Measured(Protocol):
@@ -106,7 +109,13 @@ class Frame:
     ) -> bool:
         # An Exception becomes the answer; anything else (the task cancelled, the server
         # stopping) goes on up, with the line written as a 500 as it stands.
-        if isinstance(exc, Exception):
+        if isinstance(exc, ClientDisconnect):
+            # The client hung up before its body was in: nobody reads an answer, and it is
+            # no fault of the gateway (no traceback, which anyone could make it write by
+            # the thousand). The line says 499, nginx's "client closed request".
+            self.refusal = Response(status_code=CLIENT_CLOSED)
+            self.status = CLIENT_CLOSED
+        elif isinstance(exc, Exception):
             self.refusal = error_response(self.known(exc), self._shape)
             self.status = self.refusal.status_code
         if not self._deferred:
@@ -127,13 +136,9 @@ class Frame:
             return exc
         if isinstance(exc, RecursionError):
             return too_deep("a parameter")
-        self._log.error(
-            "unexpected error in %s (client=%s method=%s)",
-            self.route,
-            self.who,
-            self.method,
-            exc_info=exc,
-        )
+        # The client chose its name and the method: escaped, as in the call line.
+        where = {"route": self.route, "client": self.who, "method": self.method}
+        self._log.error("unexpected error: %s", fields_text(where), exc_info=exc)
         return B24GateError("internal error; see the gateway's log")
 
     def later(self) -> Callable[[int], None]:
