@@ -317,6 +317,7 @@ async def parse(request: Request, target: Target, gw: Gateway) -> RestRequest:
     raw = await read_body(request, limit) if request.method == "POST" else b""
     kind = _kind(request, raw) if raw else "form"
     pairs = None
+    in_body = who is None
     if who is None:
         key, pairs = await _key_in_body(request, kind, raw, limit)
         who = await _caller(request, gw, key, in_url=False)
@@ -324,9 +325,26 @@ async def parse(request: Request, target: Target, gw: Gateway) -> RestRequest:
         pairs = await _multipart(request, raw, limit)
     assert key is not None  # _caller refuses a missing key
     from_query = await _form(query)
+    if "auth" in from_query and not who.client.allow_url_key:
+        # Whether the URL carries a key is what the parse says, not the search: `%61uth=`
+        # is `auth` to PHP too, and a proxy's log keeps it all the same.
+        raise Unauthorized("this key may not travel in a URL")
     from_body = await _body_params(kind, raw, pairs)
+    body_key = from_body.pop("auth", None)
+    if in_body and body_key is None:
+        # The search found the key somewhere in the body (`{"fields": {"auth": key}}`), but
+        # a key authenticates only as the top-level `auth` Bitrix24 would read.
+        raise Unauthorized("the body's key is not its top-level `auth`")
     # Neither part may name another key than the one checked; `auth` never goes upstream.
-    _same_key(key, from_query.pop("auth", None), from_body.pop("auth", None))
+    query_key = from_query.pop("auth", None)
+    _same_key(key, query_key, body_key)
+    # Nor the key itself as data (`{"fields": {"TITLE": key}}`): a portal's users would
+    # read the gateway's credential. A count in C of the key as sent (its characters need
+    # no escaping), the one `auth` that carried it aside.
+    if raw.count(key.encode()) > (body_key is not None) or query.count(key) > (
+        query_key is not None
+    ):
+        raise RequestError("the client key is among the parameters; it is never sent on")
     # PHP's $_REQUEST: the body's values win over the query string's.
     return RestRequest(target, who, {**from_query, **from_body})
 

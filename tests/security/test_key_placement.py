@@ -1,0 +1,82 @@
+"""Where a client key may stand on ``/rest/``, and where it is only data.
+
+The gateway finds a body's key by a search before it parses anything; what the search finds
+must be the top-level ``auth`` the parse finds, or the key authenticates from where
+Bitrix24 would never read it (and goes on to the portal as data). And whether a key is
+"in the URL", where proxies log it, is what PHP's parse of the query says, whatever the
+spelling (``%61uth``).
+"""
+
+from __future__ import annotations
+
+from .conftest import Stack
+from .test_surface_hardening import url_key_client
+
+
+def deals(stack: Stack) -> int:
+    return len(stack.sandbox.portal.tables["crm.deal"].records)
+
+
+async def test_a_key_nested_in_the_body_does_not_authenticate(
+    connected: tuple[Stack, str],
+) -> None:
+    stack, key = connected
+    before = (await stack.counters())["rest_calls"]
+    for body in (
+        {"fields": {"TITLE": "t", "auth": key}},
+        {"fields": {"TITLE": "t"}, "other": [{"auth": key}]},
+        {"auth": {"auth": key}, "fields": {"TITLE": "t"}},
+    ):
+        answer = await stack.http.post("/rest/crm.deal.add", json=body)
+        assert answer.status_code == 401, (body, answer.text)
+        assert answer.json()["error"] == "NO_AUTH_FOUND"
+    assert (await stack.counters())["rest_calls"] == before
+    assert deals(stack) == 0  # no deal carrying the key in its fields
+
+
+async def test_the_client_key_never_goes_to_the_portal_as_data(
+    connected: tuple[Stack, str],
+) -> None:
+    stack, key = connected
+    bearer = {"Authorization": f"Bearer {key}"}
+    before = (await stack.counters())["rest_calls"]
+    for headers, body in (
+        (bearer, {"fields": {"TITLE": key}}),
+        (bearer, {"fields": {"TITLE": "t", "auth": key}}),
+        ({}, {"auth": key, "fields": {"TITLE": f"my key is {key}"}}),
+    ):
+        answer = await stack.http.post("/rest/crm.deal.add", json=body, headers=headers)
+        assert answer.status_code == 400, (body, answer.text)
+        assert answer.json()["error"] == "INVALID_REQUEST"
+    form = await stack.http.post(
+        "/rest/crm.deal.add",
+        content=f"auth={key}&fields[TITLE]={key}".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status_code == 400, form.text
+    assert (await stack.counters())["rest_calls"] == before
+    assert deals(stack) == 0
+    # The control: the same call with the key where it belongs is served.
+    done = await stack.http.post("/rest/crm.deal.add", json={"auth": key, "fields": {"TITLE": "t"}})
+    assert done.status_code == 200, done.text
+    assert deals(stack) == 1
+
+
+async def test_an_encoded_auth_in_the_query_is_a_key_in_the_url(
+    connected: tuple[Stack, str],
+) -> None:
+    stack, key = connected
+    bearer = {"Authorization": f"Bearer {key}"}
+    before = (await stack.counters())["rest_calls"]
+    for query in (f"%61uth={key}", f"%61%75%74%68={key}", f"auth[]={key}", f"x=1&%61uth={key}"):
+        for method in ("GET", "POST"):
+            answer = await stack.http.request(method, f"/rest/profile?{query}", headers=bearer)
+            assert answer.status_code == 401, (query, answer.text)
+            assert answer.json()["error"] == "NO_AUTH_FOUND"
+    assert (await stack.counters())["rest_calls"] == before  # nothing ran
+    # A key allowed in URLs may be spelled so.
+    hook = await url_key_client(stack)
+    allowed = await stack.http.get(
+        f"/rest/profile?%61uth={hook}", headers={"Authorization": f"Bearer {hook}"}
+    )
+    assert allowed.status_code == 200, allowed.text
