@@ -16,7 +16,9 @@ import orjson
 import pytest
 from aiohttp import web
 
+from b24gate.api import bitrix_shape, error_response
 from b24gate.core import new_key
+from b24gate.errors import LockTimeout
 
 from .conftest import Stack
 
@@ -114,12 +116,13 @@ async def echoing(connected: tuple[Stack, str]) -> AsyncIterator[tuple[Stack, st
         tokens.append(body["auth"])
         leak = f"auth={body['auth']} at /home/bitrix/www/bitrix/modules/rest/lib/x.php:42"
         if request.match_info["method"] == "batch":
+            error = {"error": "ERROR_CORE", "error_description": leak, "trace": leak}
+            # A `cmd` sent as a list: PHP writes the errors keyed 0..n-1 as a JSON list.
+            listed = isinstance(body.get("cmd"), list)
             answer: dict[str, Any] = {
                 "result": {
-                    "result": {},
-                    "result_error": {
-                        "a": {"error": "ERROR_CORE", "error_description": leak, "trace": leak}
-                    },
+                    "result": [] if listed else {},
+                    "result_error": [error] if listed else {"a": error},
                     "result_total": [],
                     "result_next": [],
                     "result_time": [],
@@ -210,3 +213,38 @@ async def test_json_answers_are_never_cached(connected: tuple[Stack, str]) -> No
         await stack.http.post("/rest/profile"),
     ):
         assert answer.headers["cache-control"] == "no-store", answer.request.url
+
+
+async def test_a_list_of_batch_errors_comes_back_with_two_fields_and_no_token(
+    echoing: tuple[Stack, str, list[str]],
+) -> None:
+    """A ``cmd`` sent as a list gets its errors back as a list: scrubbed and reduced too."""
+    stack, key, tokens = echoing
+    batch = {"cmd": ["crm.deal.get?id=1"]}
+    answers = [
+        await stack.http.post(
+            "/rest/batch", json=batch, headers={"Authorization": f"Bearer {key}"}
+        ),
+        await stack.call(key, {"method": "batch", "params": batch}),
+    ]
+    assert tokens
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        text = answer.text
+        assert not any(token in text for token in tokens), text
+        assert "trace" not in text, text
+        assert "[redacted]" in text
+    on_rest, on_call = answers[0].json(), answers[1].json()["data"]
+    for body in (on_rest, on_call):
+        assert isinstance(body["result"]["result_error"], list)  # the shape as Bitrix24's
+        assert set(body["result"]["result_error"][0]) == {"error", "error_description"}
+
+
+def test_a_busy_token_refresh_is_a_503_to_retry_on_rest() -> None:
+    """Another request refreshing the portal's token (a lock not free in time) is a moment's
+    wait on ``/rest/`` as on ``/api/v1``: 503 with Retry-After, which clients back off on,
+    not a 500."""
+    for v3 in (False, True):
+        answer = error_response(LockTimeout("busy"), bitrix_shape(url_key=False, v3=v3))
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "1"

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from ..bitrix import with_command_errors
 from ..errors import B24GateError, BitrixError, RateLimited
 
 Shape = Callable[[B24GateError], tuple[int, Any]]
@@ -51,13 +52,9 @@ def bitrix_words(error: Any) -> dict[str, str]:
 
 
 def reduced_batch(body: dict[str, Any]) -> dict[str, Any]:
-    """A ``batch`` answer whose per-command errors (``result.result_error``) hold only
-    Bitrix24's two fields each."""
-    outer = body.get("result")
-    if not isinstance(outer, dict) or not isinstance(outer.get("result_error"), Mapping):
-        return body
-    errors = {key: bitrix_words(error) for key, error in outer["result_error"].items()}
-    return {**body, "result": {**outer, "result_error": errors}}
+    """A ``batch`` answer whose per-command errors (``result.result_error``, a map or a
+    list) hold only Bitrix24's two fields each."""
+    return with_command_errors(body, bitrix_words)
 
 
 def retry_after(exc: B24GateError, status: int) -> int | None:

@@ -44,6 +44,7 @@ from ..errors import (
     Forbidden,
     InvalidJson,
     InvalidMethod,
+    LockTimeout,
     NeedsAuthorization,
     OAuthError,
     OutcomeUnknown,
@@ -385,6 +386,10 @@ def bitrix_error(exc: B24GateError, *, url_key: bool) -> tuple[int, str, str]:
         return exc.status, "INTERNAL_SERVER_ERROR", exc.message
     if isinstance(exc, OAuthError):
         return 503, "INTERNAL_SERVER_ERROR", "the portal's OAuth server is unavailable; retry later"
+    if isinstance(exc, LockTimeout):
+        # Another request is refreshing the portal's token: a moment's wait (503 with
+        # Retry-After, as on /api/v1), not the gateway's failure.
+        return 503, "INTERNAL_SERVER_ERROR", "the portal's token is being refreshed; retry later"
     return 500, "INTERNAL_SERVER_ERROR", "Internal server error"
 
 

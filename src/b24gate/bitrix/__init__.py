@@ -10,7 +10,7 @@ plans' request budgets. It knows nothing of b24gate's clients or storage.
     )
 """
 
-from ._batch import BatchAnswer, as_map, command_error
+from ._batch import BatchAnswer, as_map, command_error, with_command_errors
 from ._commands import (
     REFERENCE,
     Batch,
@@ -96,4 +96,5 @@ __all__ = [
     "token_url",
     "valid_method",
     "webhook_address",
+    "with_command_errors",
 ]

@@ -8,7 +8,7 @@ command's own answer out of the whole (docs/protocol.md §4.1, §4.3).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,24 @@ def as_map(value: Any) -> Mapping[str, Any]:
     if isinstance(value, list):
         return {str(i): item for i, item in enumerate(value)}
     return {}
+
+
+def with_command_errors(body: Mapping[str, Any], change: Callable[[Any], Any]) -> dict[str, Any]:
+    """A ``batch`` answer with ``change`` applied to each per-command error
+    (``result.result_error``), a map or a list (a ``cmd`` sent as a list) as it came: every
+    place an error is rewritten (the token scrubbed, the two fields kept) walks both shapes
+    the same way. ``body`` itself is left as it is."""
+    outer = body.get("result")
+    errors = outer.get("result_error") if isinstance(outer, Mapping) else None
+    changed: Any
+    if isinstance(errors, Mapping):
+        changed = {key: change(error) for key, error in errors.items()}
+    elif isinstance(errors, list):
+        changed = [change(error) for error in errors]
+    else:
+        return dict(body)
+    assert isinstance(outer, Mapping)
+    return {**body, "result": {**outer, "result_error": changed}}
 
 
 def command_error(error: Any) -> BitrixError:

@@ -31,6 +31,7 @@ from b24gate.errors import (
     UpstreamUnreachable,
 )
 
+from ._batch import with_command_errors
 from ._errors import classify
 from ._names import valid_method
 
@@ -183,19 +184,21 @@ class RestClient:
         if status >= 400:
             raise UpstreamInvalid(f"{method}: HTTP {status} without an error code")
         if auth:
-            _scrub_command_errors(body, auth)
+            body = _scrub_command_errors(body, auth)
         return body
 
 
-def _scrub_command_errors(body: dict[str, Any], auth: str) -> None:
+def _scrub_command_errors(body: dict[str, Any], auth: str) -> dict[str, Any]:
     """A batch's per-command errors are Bitrix24's words as well: like a call's own error
-    (:func:`_bitrix_error`), they must never carry the token if Bitrix24 echoed it."""
-    outer = body.get("result")
-    errors = outer.get("result_error") if isinstance(outer, dict) else None
-    if not isinstance(errors, dict):
-        return
-    for error in errors.values():
-        if isinstance(error, dict):
-            for field in ("error", "error_description"):
-                if isinstance(error.get(field), str):
-                    error[field] = error[field].replace(auth, "[redacted]")
+    (:func:`_bitrix_error`), they must never carry the token if Bitrix24 echoed it, in a
+    map or a list of errors, in any field."""
+
+    def scrub(error: Any) -> Any:
+        if not isinstance(error, Mapping):
+            return error
+        return {
+            name: value.replace(auth, "[redacted]") if isinstance(value, str) else value
+            for name, value in error.items()
+        }
+
+    return with_command_errors(body, scrub)
