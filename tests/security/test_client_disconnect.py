@@ -23,7 +23,7 @@ FORGED = "crm.deal.list%0A2026-01-01%20ERROR%20b24gate.calls%20client=admin%20me
 async def hang_up(stack: Stack, path: str, headers: str = "") -> None:
     """POST ``path`` promising 1,000 bytes, send 3, close."""
     port = int(stack.base_url.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
         f"{headers}Content-Length: 1000\r\n\r\nabc".encode()

@@ -9,8 +9,10 @@ spelling (``%61uth``).
 
 from __future__ import annotations
 
-from .conftest import Stack
+from .conftest import MakeStack, Stack
 from .test_surface_hardening import url_key_client
+
+ADMIN = "admin-token-for-tests-123456"
 
 
 def deals(stack: Stack) -> int:
@@ -80,3 +82,30 @@ async def test_an_encoded_auth_in_the_query_is_a_key_in_the_url(
         f"/rest/profile?%61uth={hook}", headers={"Authorization": f"Bearer {hook}"}
     )
     assert allowed.status_code == 200, allowed.text
+
+
+async def test_the_authorization_header_is_read_one_way_everywhere(
+    make_stack: MakeStack,
+) -> None:
+    """``Authorization: Bearer`` is one parser for every route: the scheme in any case (RFC
+    9110), and nothing without it, the admin token at /metrics included (it used to pass
+    bare, with no scheme, where a client key would not)."""
+    stack = await make_stack(admin_token=ADMIN)
+    await stack.add_portal()
+    await stack.connect()
+    key = await stack.add_client("erp")
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        headers = {"Authorization": f"{scheme} {key}"}
+        assert (await stack.http.post("/rest/profile", headers=headers)).status_code == 200
+        called = await stack.http.post("/api/v1/call", json={"method": "profile"}, headers=headers)
+        assert called.status_code == 200, called.text
+        metrics = {"Authorization": f"{scheme} {ADMIN}"}
+        assert (await stack.http.get("/metrics", headers=metrics)).status_code == 200
+    for header in (ADMIN, f"Basic {ADMIN}", f"Bearer{ADMIN}"):
+        refused = await stack.http.get("/metrics", headers={"Authorization": header})
+        assert refused.status_code == 403, header
+    for header in (key, f"Basic {key}"):
+        answer = await stack.http.post(
+            "/api/v1/call", json={"method": "profile"}, headers={"Authorization": header}
+        )
+        assert answer.status_code == 401, header

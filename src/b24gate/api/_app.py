@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import __version__
-from ..core import ConnectError, Gateway
+from ..core import Gateway, bearer
 from ..errors import B24GateError, Forbidden, InvalidTicket, RequestError, UnknownPortal
 from ..settings import Settings
 from ._body import read_body
@@ -163,8 +163,6 @@ def create_app(
         gw: Gateway = request.app.state.gateway
         try:
             done = await gw.connector.callback(dict(request.query_params))
-        except ConnectError as exc:
-            return _page("The portal was not connected", html.escape(exc.message), exc.status)
         except B24GateError as exc:
             return _page("The portal was not connected", html.escape(exc.message), exc.status)
         notes = "".join(f"<br>Warning: {html.escape(w)}." for w in done.warnings)
@@ -230,10 +228,10 @@ def create_app(
 def _is_admin(gw: Gateway, request: Request) -> bool:
     """The request carries the admin token (and one is configured)."""
     expected = gw.settings.admin_token
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    given = bearer(request.headers.get("authorization"))
     return (
         expected is not None
-        and bool(given)
+        and given is not None
         and hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
     )
 

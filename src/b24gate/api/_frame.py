@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from .._logs import fields_text
-from ..core import Gateway, authenticate, peer_address
+from ..core import Gateway, authenticate, bearer, peer_address
 from ..errors import B24GateError
 from ..store import Client
 from ._errors import Shape, error_response, gateway_shape
@@ -186,8 +186,9 @@ async def caller(request: Request, gw: Gateway, key: str | None = None) -> Calle
     """Who sends ``request``: the client of ``key`` (a key the surface found itself, as
     ``/rest/`` does in a path, query or body), else of its ``Authorization: Bearer``."""
     await gw.reads.refresh()
-    header = request.headers.get("authorization") if key is None else f"Bearer {key}"
-    client = await authenticate(gw.reads, header)
+    if key is None:
+        key = bearer(request.headers.get("authorization"))
+    client = await authenticate(gw.reads, key)
     return Caller(client, peer(request, gw))
 
 

@@ -36,7 +36,7 @@ from .._php import (
     unquote,
     unquote_bytes,
 )
-from ..core import Gateway
+from ..core import Gateway, bearer
 from ..errors import (
     B24GateError,
     BitrixError,
@@ -160,11 +160,6 @@ def _json_key(raw: bytes) -> str | None:
             return found.group(1).decode()
         end = at
     return None
-
-
-def _bearer(header: str | None) -> str | None:
-    scheme, _, value = (header or "").partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 def _text(raw: bytes) -> str:
@@ -307,7 +302,7 @@ async def parse(request: Request, target: Target, gw: Gateway) -> RestRequest:
     limit = gw.settings.body_limit
     query = request.url.query
     query_key = _form_key(query)
-    header_key = _bearer(request.headers.get("authorization"))
+    header_key = bearer(request.headers.get("authorization"))
     outside = [k for k in (target.path_key, query_key, header_key) if k is not None]
     who: Caller | None = None
     if outside:

@@ -49,13 +49,12 @@ def key_matches(key: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_key(key), stored_hash)
 
 
-def bearer(header: str | None) -> str:
-    if not header:
-        raise Unauthorized("no client key: send `Authorization: Bearer <key>`")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise Unauthorized("no client key: send `Authorization: Bearer <key>`")
-    return value.strip()
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case, as
+    RFC 9110 has it), or None when the header is missing or of another scheme. The one
+    place the header is read: for client keys and the admin token alike."""
+    scheme, _, value = (header or "").partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def method_allowed(patterns: Sequence[str], method: str) -> bool:
@@ -134,9 +133,11 @@ class ClientLookup(Protocol):
     async def client_by_key_id(self, key_id: str) -> Client | None: ...
 
 
-async def authenticate(store: ClientLookup, authorization: str | None) -> Client:
-    """The client behind an ``Authorization: Bearer`` header; revocation counts at once."""
-    key = bearer(authorization)
+async def authenticate(store: ClientLookup, key: str | None) -> Client:
+    """The client of ``key`` (from :func:`bearer`, or wherever the surface found it);
+    revocation counts at once."""
+    if not key:
+        raise Unauthorized("no client key: send `Authorization: Bearer <key>`")
     key_id = key_id_of(key)
     client = await store.client_by_key_id(key_id) if key_id else None
     if client is None or client.revoked_at is not None or not key_matches(key, client.key_hash):
