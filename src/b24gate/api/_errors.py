@@ -1,4 +1,4 @@
-"""Errors as answers (docs/design.md §4): one renderer for every surface.
+"""Errors as answers (docs/design.md §7): one renderer for every surface.
 
 :func:`error_response` turns an error into the HTTP answer. The surface picks only the
 shape (:data:`Shape`): the status and body in its own words, the gateway's JSON on

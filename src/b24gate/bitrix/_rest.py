@@ -18,8 +18,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from b24gate._json import read_json
-from b24gate.errors import (
+from .._json import read_object
+from ..errors import (
     BitrixError,
     InvalidMethod,
     OutcomeUnknown,
@@ -30,7 +30,6 @@ from b24gate.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-
 from ._batch import with_command_errors
 from ._errors import classify
 from ._names import valid_method
@@ -45,14 +44,6 @@ _log = logging.getLogger("b24gate.bitrix")
 def _host(url: URL) -> str:
     host = url.raw_host or "the portal"
     return f"{host}:{url.port}" if url.port and not url.is_default_port() else host
-
-
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        body = read_json(raw)
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _bitrix_error(method: str, status: int, body: dict[str, Any], auth: str | None) -> BitrixError:
@@ -176,7 +167,7 @@ class RestClient:
         _log.debug("REST %s at %s answered HTTP %d", method, host, status)
         if status in _REDIRECTS:
             _redirect(method, status, location, url)
-        body = _json_object(raw)
+        body = read_object(raw)
         if body is None:
             raise UpstreamInvalid(f"{method}: HTTP {status} with a body that is not a JSON object")
         if body.get("error") is not None:
