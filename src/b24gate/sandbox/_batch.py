@@ -322,13 +322,7 @@ async def _run_one(
         outcome, timing = await portal.execute(caller, method, params)
     except RestError as exc:
         return exc.body()
-    answer: dict[str, Any] = {"result": outcome.result}
-    if outcome.next is not None:
-        answer["next"] = outcome.next
-    if outcome.total is not None:
-        answer["total"] = outcome.total
-    answer["time"] = timing
-    return answer
+    return portal.answer(outcome, timing)
 
 
 async def run_batch(portal: Portal, caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
