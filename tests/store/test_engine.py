@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,26 @@ async def test_concurrent_first_starts_migrate_once(database_url: str, cipher: C
     for store in stores:
         assert (await store.portal("demo")) is not None
         await store.close()
+
+
+async def test_a_start_waits_out_another_process_holding_the_database(
+    tmp_path: Path, cipher: Cipher
+) -> None:
+    # Another process (here a plain connection) writes for longer than SQLite's busy timeout
+    # (5 s), as a slow first migration or a WAL clean-up on a loaded machine can: the start
+    # waits for it instead of failing with "database is locked".
+    path = tmp_path / "b24gate.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(6.0, holder.commit)
+    try:
+        store = await asyncio.wait_for(Store.open(f"sqlite:///{path}", cipher), timeout=30)
+        await store.add_portal(new_portal())
+        assert (await store.portal("demo")) is not None
+        await store.close()
+    finally:
+        holder.close()
 
 
 @pytest.fixture

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..errors import ConfigError
 from ._changes import CHANNEL
 
 Dialect = Literal["sqlite", "postgresql"]
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -110,6 +114,43 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     write = conn.get_execution_options().get(WRITE_OPTION, False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# How long opening a SQLite store keeps trying while another process holds the database. The
+# busy timeout covers one statement; SQLite also answers "database is locked" at once, past
+# any busy handler, while another process switches a new file to WAL or cleans up its WAL on
+# close (https://sqlite.org/wal.html#sometimes_queries_return_sqlite_busy_in_wal_mode), which
+# two processes starting on one new data directory can meet.
+OPEN_PATIENCE = 20.0
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (or "table is locked")."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(cause, "sqlite_errorcode", None)
+    return (
+        isinstance(cause, sqlite3.OperationalError)
+        and code is not None
+        and code & 0xFF
+        in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+        )
+    )
+
+
+async def patiently(step: Callable[[], Awaitable[T]], patience: float = OPEN_PATIENCE) -> T:
+    """Run ``step``, again while SQLite says busy, for up to ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    pause = 0.05
+    while True:
+        try:
+            return await step()
+        except DBAPIError as exc:
+            if not is_busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def dialect_of(engine: AsyncEngine) -> Dialect:

@@ -32,7 +32,15 @@ from ..bitrix import (
 from ..errors import ConfigError, StoreConflict, UnknownPortal
 from ._changes import ChangeWatch
 from ._crypto import KEY_MISMATCH, Cipher
-from ._engine import Dialect, dialect_of, make_engine, safe_url, upgrade, write_transaction
+from ._engine import (
+    Dialect,
+    dialect_of,
+    make_engine,
+    patiently,
+    safe_url,
+    upgrade,
+    write_transaction,
+)
 from ._locks import refresh_lock
 from ._schema import client_portals, clients, grants, meta, oauth_states, portals, tickets
 
@@ -190,9 +198,9 @@ class Store:
         """
         engine = make_engine(url)
         try:
-            await upgrade(engine)
+            await patiently(lambda: upgrade(engine))
             store = cls(engine, cipher)
-            await store._check_key()
+            await patiently(store._check_key)
             await store.changes.start()
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
