@@ -86,3 +86,27 @@ def test_a_command_blocked_inside_a_batch_gets_the_429_the_budget_keeps() -> Non
     refused = budget.refusal(portal, "crm.deal.list")
     assert refused is not None
     assert refused.retry_after == 30
+
+
+def test_a_portal_that_blocks_below_480_s_has_its_smaller_budget_learned() -> None:
+    """The budget is the portal's configuration: one that blocks a method at 300 s is
+    taken at its word, and its other methods are held near 300 s from then on."""
+    budget = OperatingBudget(clock=lambda: NOW)
+    portal = a_portal()
+    budget.record(portal, "crm.deal.add", _near(60, operating=300))
+    budget.blocked(portal, "crm.deal.add", OperationTimeLimit(429, "OPERATION_TIME_LIMIT", "x"))
+    assert budget.limit(portal) == 300
+    budget.record(portal, "crm.deal.update", _near(60, operating=290))
+    assert budget.refusal(portal, "crm.deal.update") is not None
+    # Another portal keeps the documented figure.
+    assert budget.limit(a_portal(2)) == OPERATING_LIMIT
+    budget.record(a_portal(2), "crm.deal.update", _near(60, operating=290))
+    assert budget.refusal(a_portal(2), "crm.deal.update") is None
+
+
+def test_room_for_what_the_requests_on_their_way_will_be_charged() -> None:
+    budget = OperatingBudget(clock=lambda: NOW)
+    portal = a_portal()
+    budget.record(portal, "batch", _near(45, operating=400))
+    assert budget.wait_for_room(portal, "batch", 10) == 0
+    assert budget.wait_for_room(portal, "batch", 70) == 45  # would come near 480: wait

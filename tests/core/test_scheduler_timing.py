@@ -12,10 +12,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from b24gate.core import LINGER, CallResult, Pager, list_query
-from b24gate.errors import BitrixError, RateLimited
+from b24gate.core import (
+    LINGER,
+    CallResult,
+    LocalLimiter,
+    OperatingBudget,
+    Pager,
+    Scheduler,
+    list_query,
+)
+from b24gate.errors import BitrixError, OperationTimeLimit, RateLimited
+from b24gate.store import Portal
 
-from ._lanes import Sent, VirtualTimeLoop, lane, run_virtual
+from ._lanes import EPOCH, Sent, VirtualTimeLoop, a_portal, lane, run_virtual
 
 # Calls whose params cannot travel in a batch command (an empty filter): a request each.
 ALONE = ("crm.deal.list", {"filter": {}, "start": -1})
@@ -272,3 +281,154 @@ def test_an_export_of_30000_records_pages_in_id_order_at_the_buckets_pace() -> N
     assert [s.calls for s in sent] == [50] * 13  # each a `batch` of 50 pages
     # Each request needs the last ID of the one before: 3 back to back, then one every 0.5 s.
     assert elapsed == pytest.approx((13 - 3) * 0.5)
+
+
+class SlowBitrix:
+    """A portal that takes ``request`` seconds per request plus ``command`` per call and
+    bills each request's time to its method (a ``batch`` as a whole), in ten-minute
+    windows, blocking a method past ``limit`` as Bitrix24 does; the gateway's
+    :class:`OperatingBudget` records what it answers, as the forwarder does."""
+
+    def __init__(
+        self, operating: OperatingBudget, *, request: float, command: float = 0.0, limit: float
+    ) -> None:
+        self.operating = operating
+        self.request, self.command, self.limit = request, command, limit
+        self.charged: dict[str, list[tuple[float, float]]] = {}
+        self.sent: list[Sent] = []
+        self.blocked = 0
+
+    def _charge(self, method: str, seconds: float) -> dict[str, Any]:
+        now = EPOCH + asyncio.get_running_loop().time()
+        window = [(at, s) for at, s in self.charged.get(method, []) if at > now - 600]
+        if sum(s for _, s in window) > self.limit:
+            self.blocked += 1
+            raise OperationTimeLimit(429, "OPERATION_TIME_LIMIT", "blocked", reset_at=now + 60)
+        window.append((now, seconds))
+        self.charged[method] = window
+        reset_at = window[0][0] + 600
+        return {"processing": seconds, "operating": sum(s for _, s in window),
+                "operating_reset_at": reset_at}  # fmt: skip
+
+    async def send(self, portal: Portal, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        calls = len(params["cmd"]) if method == "batch" else 1
+        self.sent.append(Sent(asyncio.get_running_loop().time(), calls))
+        spent = self.request + self.command * calls
+        await asyncio.sleep(spent)
+        timing = self._charge(method, spent)
+        if method == "batch":
+            keys = list(params["cmd"])
+            body: dict[str, Any] = {
+                "result": {
+                    "result": dict.fromkeys(keys, 1),
+                    "result_time": {key: {"processing": self.command} for key in keys},
+                },
+                "time": timing,
+            }
+        else:
+            body = {"result": 1, "time": timing}
+        self.operating.record(portal, method, body)
+        return body
+
+
+def virtual_budget() -> OperatingBudget:
+    loop = asyncio.get_running_loop()
+    return OperatingBudget(clock=lambda: EPOCH + loop.time())
+
+
+async def adds_at_once(
+    calls: int, *, request: float, command: float = 0.0
+) -> tuple[int, list[Sent], float]:
+    """``calls`` adds submitted at once to a :class:`SlowBitrix` behind a bucket of 2/s
+    and 50: how often it blocked `batch`, the requests it got, and when the last answer
+    came (virtual seconds)."""
+    loop = asyncio.get_running_loop()
+    operating = virtual_budget()
+    bitrix = SlowBitrix(operating, request=request, command=command, limit=480)
+    scheduler = Scheduler(
+        LocalLimiter(), bitrix, operating=operating, max_wait=1e9, queue_limit=calls
+    )
+    try:
+        portal = a_portal(rate=2, burst=50)
+        await asyncio.gather(
+            *(scheduler.submit(portal, "erp", *add(f"d{i}")) for i in range(calls))
+        )
+    finally:
+        await scheduler.close()
+    return bitrix.blocked, bitrix.sent, loop.time()
+
+
+def test_a_bulk_load_keeps_the_bucket_busy_on_a_slow_portal() -> None:
+    """3,000 adds handed over at once to a portal that takes 2 s a request: the requests
+    leave at the bucket's pace, many on their way at once, not one after another."""
+
+    blocked, sent, elapsed = run_virtual(lambda: adds_at_once(3000, request=2.0))
+    assert blocked == 0
+    assert sum(s.calls for s in sent) == 3000
+    assert len(sent) == 60  # every request full
+    # 49 requests at once (one under the bucket's 50), the other 11 at 2/s, then 2 s each.
+    theory = (60 - 50) / 2 + 2.0
+    assert elapsed == pytest.approx(11 / 2 + 2.0)
+    assert theory / elapsed >= 0.8
+
+
+def test_a_call_is_held_for_company_one_drain_interval_at_most_on_a_slow_portal() -> None:
+    """A request takes 2 s: the call that arrives while it is on its way waits for company
+    half a second at most (one drain interval), not until that request is answered."""
+
+    async def main() -> float:
+        operating = virtual_budget()
+        scheduler = Scheduler(
+            LocalLimiter(), SlowBitrix(operating, request=2.0, limit=480), operating=operating
+        )
+        portal = a_portal(rate=2, burst=50)
+        loop = asyncio.get_running_loop()
+        try:
+            first = asyncio.ensure_future(scheduler.submit(portal, "erp", *add("a")))
+            await asyncio.sleep(0.1)
+            started = loop.time()
+            await scheduler.submit(portal, "shop", *add("b"))
+            await first
+        finally:
+            await scheduler.close()
+        return loop.time() - started
+
+    assert run_virtual(main) == pytest.approx(0.5 + 2.0)
+
+
+def test_requests_carry_fewer_calls_when_each_call_takes_long() -> None:
+    """Each call takes the portal 1 s: once it has said so, no request carries more than
+    20 s of calls, far from Bitrix24's 60 s cap on a request."""
+
+    async def main() -> list[Sent]:
+        operating = virtual_budget()
+        bitrix = SlowBitrix(operating, request=0.5, command=1.0, limit=10_000)
+        scheduler = Scheduler(LocalLimiter(), bitrix, operating=operating)
+        portal = a_portal(rate=2, burst=50)
+        try:
+            first = [scheduler.submit(portal, "erp", *add(f"a{i}")) for i in range(50)]
+            await asyncio.gather(*first)
+            await asyncio.gather(
+                *(scheduler.submit(portal, "erp", *add(f"b{i}")) for i in range(200))
+            )
+        finally:
+            await scheduler.close()
+        return bitrix.sent
+
+    sent = run_virtual(main)
+    assert sent[0].calls == 50  # nothing known yet
+    assert sum(s.calls for s in sent) == 250
+    assert max(s.calls for s in sent[1:]) == 20
+
+
+def test_packed_requests_never_exhaust_the_operating_time_of_batch() -> None:
+    """Each packed request takes 2 s, billed to `batch` as a whole, which may spend 480 s
+    in ten minutes: 250 requests at the bucket's pace (4 s billed a second) would pass it
+    after two minutes. The lane stops short and goes on as the oldest charges leave."""
+
+    blocked, sent, elapsed = run_virtual(lambda: adds_at_once(12_500, request=2.0))
+    assert blocked == 0
+    assert sum(s.calls for s in sent) == 12_500
+    # 230 requests fit under the budget's margin; the rest go once the first charges
+    # leave the ten-minute window.
+    assert 600 < elapsed < 700

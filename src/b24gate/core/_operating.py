@@ -1,11 +1,15 @@
 """Bitrix24's operating-time budget, as the gateway sees it (docs/protocol.md §5.2).
 
 Bitrix24 charges each answer's ``time.operating`` to its method and blocks a method that
-passes :data:`~b24gate.bitrix.OPERATING_LIMIT` seconds within 10 minutes, for every
-application of the portal. The gateway keeps each method's latest figure and when its
-budget next frees up, from the ``time`` blocks of the answers it forwards; a method near
-the limit waits here until part of its budget frees up (or gets 429 when that is further
-away than the queue's longest wait), rather than being sent to be blocked.
+passes its budget within 10 minutes. The budget is the portal's configuration:
+:data:`~b24gate.bitrix.OPERATING_LIMIT` (480 s, the docs' example) until Bitrix24 blocks a
+method below it, and from then on the figure it blocked at, for that portal. The gateway
+keeps each method's latest figure and when its budget next frees up, from the ``time``
+blocks of the answers it forwards; a method near the limit waits here until part of its
+budget frees up (or gets 429 when that is further away than the queue's longest wait),
+rather than being sent to be blocked. A packed request is billed to ``batch`` as a whole
+(docs/protocol.md §5.2), so the scheduler asks :meth:`OperatingBudget.wait_for_room`
+before it sends one.
 
 One :class:`OperatingBudget` per gateway: the dispatcher holds calls with it, the scheduler
 checks it when a queued call's turn comes, and the forwarder records what Bitrix24 says.
@@ -39,16 +43,30 @@ class OperatingBudget:
         # Each method's operating time and when its budget next frees up, from `time` blocks.
         self._reset_at: dict[tuple[int, str], float] = {}
         self._operating: dict[tuple[int, str], float] = {}
+        # Each portal's budget, once Bitrix24 blocked a method below OPERATING_LIMIT.
+        self._limit: dict[int, float] = {}
+
+    def limit(self, portal: Portal) -> float:
+        """The operating time a method of ``portal`` may spend in 10 minutes, as far as known."""
+        return self._limit.get(portal.id, OPERATING_LIMIT)
+
+    def wait_for_room(self, portal: Portal, method: str, seconds: float) -> float:
+        """How long to wait before ``method`` may be charged ``seconds`` more without
+        coming near its budget: 0 now, else until part of the budget frees up."""
+        key = (portal.id, method.lower())
+        if self._operating.get(key, 0.0) + seconds < self.limit(portal) - OPERATING_MARGIN:
+            return 0.0
+        wait = self._reset_at.get(key, 0.0) - self._clock()
+        if wait <= 0:
+            self._operating.pop(key, None)  # the figure predates the freed-up part
+            return 0.0
+        return wait
 
     def refusal(self, portal: Portal, method: str) -> RateLimited | None:
         """The 429 for ``method`` while it is at or near Bitrix24's operating-time budget
         (``retry_after``: until part of it frees up); None when it may run now."""
-        key = (portal.id, method.lower())
-        if self._operating.get(key, 0.0) < OPERATING_LIMIT - OPERATING_MARGIN:
-            return None
-        wait = self._reset_at.get(key, 0.0) - self._clock()
+        wait = self.wait_for_room(portal, method, 0.0)
         if wait <= 0:
-            self._operating.pop(key, None)
             return None
         return RateLimited(
             f"{method} is near Bitrix24's operating-time limit", wait, operation_time=True
@@ -73,8 +91,12 @@ class OperatingBudget:
         reset_at = exc.reset_at or self._reset_at.get(key)
         if reset_at is None or reset_at <= now:
             reset_at = now + OPERATING_WAIT  # Bitrix24 did not say (a command of a batch)
+        known = self._operating.get(key, 0.0)
+        if OPERATING_MARGIN < known < self.limit(portal):
+            # Blocked below the budget we assumed: this portal's is smaller.
+            self._limit[portal.id] = known
         self._reset_at[key] = reset_at
-        self._operating[key] = OPERATING_LIMIT
+        self._operating[key] = self.limit(portal)
         return RateLimited(
             f"Bitrix24 blocked {method} for its operating time",
             max(1.0, reset_at - now),

@@ -23,6 +23,7 @@ an :class:`Upstream` (the :class:`~._forward.Forwarder`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections import OrderedDict, deque
@@ -48,6 +49,9 @@ MAX_REFUSALS = 8
 # answered: its callers come back with their next calls within a few ms.
 LINGER = 0.05
 GROWING = BATCH_LIMIT // 5  # calls arriving during one request that can mean a growing load
+# What one request may take at Bitrix24, well under its 60 s cap on a request: the calls
+# packed into one are as many as the time its commands took lately allows.
+REQUEST_TARGET = 20.0
 
 QUEUE_DEPTH = Gauge("b24gate_queue_depth", "Calls waiting per portal", ["portal"])
 QUEUE_WAIT = Histogram(
@@ -118,6 +122,35 @@ class _Lane:
     linger_until: float = 0.0  # the load is heavy or growing: more calls are on their way
     arrived: int = 0  # calls submitted so far (for telling a growing load)
     sending: set[asyncio.Task[None]] = field(default_factory=set)
+    packed_in_flight: int = 0  # requests of several calls (a `batch` each) on their way
+    command_time: float = 0.0  # what one packed call took Bitrix24 lately, in seconds
+    batch_time: float = 0.0  # the operating time one packed request was charged lately
+
+    def packing_limit(self) -> int:
+        """The calls one request may carry: :data:`BATCH_LIMIT`, fewer when Bitrix24 has
+        lately taken so long per call that a full request would pass :data:`REQUEST_TARGET`."""
+        if self.command_time <= 0:
+            return BATCH_LIMIT
+        return max(1, min(BATCH_LIMIT, int(REQUEST_TARGET / self.command_time)))
+
+    def learn(self, calls: int, body: Mapping[str, Any], answer: BatchAnswer) -> None:
+        """A packed request's ``time`` blocks: the request's operating time, and what its
+        calls took each (their own blocks, without the request's share)."""
+        timing = body.get("time")
+        spent = timing.get("processing") if isinstance(timing, Mapping) else None
+        if isinstance(spent, int | float) and spent >= 0:
+            self.batch_time = _smooth(self.batch_time, float(spent))
+        each = [
+            t["processing"]
+            for t in answer.times.values()
+            if isinstance(t, Mapping) and isinstance(t.get("processing"), int | float)
+        ]
+        if each and calls:
+            self.command_time = _smooth(self.command_time, max(0.0, sum(each) / len(each)))
+
+    def oldest(self) -> float:
+        """When the longest-waiting call was submitted (``inf`` when none waits)."""
+        return min((queue[0].enqueued for queue in self.queues.values() if queue), default=math.inf)
 
     def finished(self, task: asyncio.Task[None]) -> None:
         self.sending.discard(task)
@@ -125,7 +158,7 @@ class _Lane:
 
     def part_filled(self) -> bool:
         """Whether the calls that can be packed would leave with room to spare."""
-        return self.pending - self.alone < BATCH_LIMIT
+        return self.pending - self.alone < self.packing_limit()
 
     async def linger(self) -> None:
         """Wait for a full request's worth of calls, at most until ``linger_until``; a call
@@ -302,20 +335,33 @@ class Scheduler:
 
         Each request spends a slot of the budget whether it carries 1 call or 50, so a
         part-filled request is held back in two cases only: while another request is on
-        its way (for at most that request's time; the calls that arrive meanwhile join this
-        one), and, under a heavy or growing load, for at most :data:`LINGER` after a
-        request was answered that was full or saw more calls arrive than it carried, and
-        more than :data:`GROWING` (its callers come back with their next calls). A call
-        on a quiet portal goes at once.
+        its way (until that request is answered, the calls that arrive meanwhile joining
+        this one, and for one drain interval at most: on a slow portal a request takes
+        seconds, and a call's wait must not grow with it), and, under a heavy or growing
+        load, for at most :data:`LINGER` after a request was answered that was full or
+        saw more calls arrive than it carried, and more than :data:`GROWING` (its callers
+        come back with their next calls). A call on a quiet portal goes at once.
+
+        As many requests are on their way at once as the budget allows: a full queue is
+        sent at the bucket's pace whatever each request takes. Packed requests are billed
+        to the method ``batch`` as a whole, so they also wait while the ones on their way
+        would take ``batch`` past its operating-time budget (:meth:`_batch_wait`).
         """
         key = budget_key(lane.portal)
         loop = asyncio.get_running_loop()
         while lane.pending:
-            if lane.sending and lane.part_filled() and not lane.alone:
-                lane.wake.clear()
-                await lane.wake.wait()
-                continue
             rate = plan.rate / 2 if loop.time() < lane.slow_until else plan.rate
+            if lane.sending and lane.part_filled() and not lane.alone:
+                held = lane.oldest() + (1 / rate if rate > 0 else 0.0) - loop.time()
+                if held > 0:
+                    lane.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lane.wake.wait(), held)
+                    continue
+            busy = self._batch_wait(lane)
+            if busy > 0:
+                await asyncio.sleep(busy)
+                continue
             wait = await self._limiter.reserve(key, rate, plan.burst, math.inf)
             if wait:
                 await asyncio.sleep(wait)
@@ -325,7 +371,7 @@ class Scheduler:
                 # The packed calls keep gathering; the one that cannot join them goes now.
                 calls = lane.take_alone()
             else:
-                calls = lane.take(BATCH_LIMIT)
+                calls = lane.take(lane.packing_limit())
             QUEUE_DEPTH.labels(lane.portal.name).set(lane.pending)
             if not calls:
                 continue
@@ -359,8 +405,14 @@ class Scheduler:
                 _resolve(calls[0], body)
                 return
             packed = encode_batch({f"c{i}": (c.method, c.params) for i, c in enumerate(calls)})
-            body = await self._upstream.send(portal, "batch", packed)
-            refused = _split(calls, BatchAnswer.of(body))
+            lane.packed_in_flight += 1
+            try:
+                body = await self._upstream.send(portal, "batch", packed)
+            finally:
+                lane.packed_in_flight -= 1
+            answer = BatchAnswer.of(body)
+            lane.learn(len(calls), body, answer)
+            refused = _split(calls, answer)
             if refused:
                 await self._refused(lane, refused)
         except QueryLimitExceeded:
@@ -376,6 +428,14 @@ class Scheduler:
             grew = lane.arrived - arrived > max(len(calls), GROWING)
             if len(calls) >= BATCH_LIMIT or grew:
                 lane.linger_until = loop.time() + LINGER
+
+    def _batch_wait(self, lane: _Lane) -> float:
+        """How long the next packed request waits for ``batch``'s operating-time budget:
+        the requests on their way will each be charged about what the last ones were."""
+        if self._operating is None or lane.pending - lane.alone < 2:
+            return 0.0
+        charged = (lane.packed_in_flight + 1) * lane.batch_time
+        return self._operating.wait_for_room(lane.portal, "batch", charged)
 
     def _unblocked(self, portal: Portal, calls: list[_Call]) -> list[_Call]:
         """The calls still to send: one whose method Bitrix24 blocked (or nearly) for its
@@ -430,6 +490,11 @@ class Scheduler:
                 lane.worker.cancel()
             for task in list(lane.sending):
                 task.cancel()
+
+
+def _smooth(old: float, new: float) -> float:
+    """A running figure that follows the latest values and forgets an odd one."""
+    return new if old <= 0 else 0.5 * old + 0.5 * new
 
 
 def _resolve(call: _Call, body: dict[str, Any]) -> None:
