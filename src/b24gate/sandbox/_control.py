@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from ._config import new_secret
 from ._faults import FAULT_KINDS, Fault
+from ._latency import Latency
 from ._oauth import App, OAuthError
 from ._params import build_php_query
 
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 Body = dict[str, Any]
 Endpoint = Callable[["SandboxServer", Body], Awaitable[Body]]
 _EVENT_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=5)
+_LATENCY_KEYS = tuple(f.name for f in dataclasses.fields(Latency))
 
 
 class BadRequest(Exception):
@@ -33,7 +36,13 @@ class BadRequest(Exception):
 
 def _number(body: Body, key: str, default: float | None = None, minimum: float = 0) -> float:
     value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+    # JSON as Python reads it has NaN and Infinity too; neither is a usable setting.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < minimum
+    ):
         raise BadRequest(f"'{key}' must be a number >= {minimum}")
     return float(value)
 
@@ -167,6 +176,8 @@ async def _limits(sb: SandboxServer, body: Body) -> Body:
         p.bucket.burst = int(_number(body, "burst", None, 1))
     if "operating_limit" in body:
         p.budget.limit = _number(body, "operating_limit")
+    if "request_time_limit" in body:
+        p.request_time_limit = _number(body, "request_time_limit")
     for flag in ("require_https", "auto_approve"):
         if flag in body:
             if not isinstance(body[flag], bool):
@@ -179,9 +190,23 @@ async def _limits(sb: SandboxServer, body: Body) -> Body:
         "rate": p.bucket.rate,
         "burst": p.bucket.burst,
         "operating_limit": p.budget.limit,
+        "request_time_limit": p.request_time_limit,
         "require_https": p.require_https,
         "auto_approve": p.auto_approve,
     }
+
+
+async def _latency(sb: SandboxServer, body: Body) -> Body:
+    """Read (GET, or POST with ``{}``) or change the latency model; a body with a bad
+    value changes nothing."""
+    latency = sb.portal.latency
+    unknown = set(body) - set(_LATENCY_KEYS)
+    if unknown:
+        raise BadRequest(f"unknown keys {sorted(unknown)}; known: {', '.join(_LATENCY_KEYS)}")
+    changes = {key: _number(body, key) for key in _LATENCY_KEYS if key in body}
+    for key, seconds in changes.items():
+        setattr(latency, key, seconds)
+    return dataclasses.asdict(latency)
 
 
 async def _method_cost(sb: SandboxServer, body: Body) -> Body:
@@ -319,6 +344,8 @@ _ROUTES: dict[tuple[str, str], Endpoint] = {
     ("POST", "seed"): _seed,
     ("POST", "clock"): _clock,
     ("POST", "limits"): _limits,
+    ("GET", "latency"): _latency,
+    ("POST", "latency"): _latency,
     ("POST", "method-cost"): _method_cost,
     ("POST", "apps"): _apps,
     ("POST", "webhooks"): _webhooks,

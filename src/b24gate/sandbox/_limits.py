@@ -87,8 +87,14 @@ class OperatingBudget:
         else:
             entries.append((now, cost))
         window.total += cost
-        reset_at = int(entries[0][0] + OPERATING_WINDOW)
-        return window.total, reset_at
+        return self.standing(method)
+
+    def standing(self, method: str) -> tuple[float, int]:
+        """The method's sum in the window and when part of it frees (a window with nothing
+        in it would start now)."""
+        window = self._window(method)
+        first = window.entries[0][0] if window.entries else self._clock.now()
+        return window.total, int(first + OPERATING_WINDOW)
 
     def reset(self) -> None:
         self._spent.clear()

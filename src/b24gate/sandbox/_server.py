@@ -222,7 +222,7 @@ class SandboxServer:
                 caller = portal.caller_for_token(token)
             else:
                 raise errors.no_auth_found()
-            outcome, timing = await portal.execute(caller, method, params)
+            outcome, timing = await portal.request(caller, method, params)
         except RestError as exc:
             return error(exc)
         portal.counters.executed += 1
