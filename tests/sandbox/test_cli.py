@@ -74,8 +74,39 @@ def test_generated_secret_goes_to_stderr_only() -> None:
         assert secret.group(1) not in base_url
 
 
+def test_latency_and_limit_flags_reach_the_portal() -> None:
+    with sandbox_process(
+        "--latency",
+        "0.25",
+        "--latency-per-command",
+        "0.5",
+        "--latency-per-page",
+        "1.5",
+        "--request-time-limit",
+        "30",
+        "--operating-limit",
+        "100",
+    ) as proc:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        with httpx.Client(base_url=base_url, timeout=10) as http:
+            latency = http.get("/_sandbox/latency").json()
+            limits = http.post("/_sandbox/limits", json={}).json()
+    assert latency == {"request": 0.25, "command": 0.5, "page": 1.5}
+    assert limits["request_time_limit"] == 30
+    assert limits["operating_limit"] == 100
+
+
 def test_usage_errors_exit_2() -> None:
-    for flags in (["--tls-cert", "x.pem"], ["--method-cost", "nonsense"], ["--rate", "-1"]):
+    for flags in (
+        ["--tls-cert", "x.pem"],
+        ["--method-cost", "nonsense"],
+        ["--rate", "-1"],
+        ["--latency", "-0.5"],
+        ["--latency-per-page", "x"],
+        ["--request-time-limit", "-1"],
+        ["--operating-limit", "-1"],
+    ):
         done = subprocess.run(
             [sys.executable, "-m", "b24gate", "sandbox", *flags],
             capture_output=True,

@@ -20,8 +20,10 @@ from ..sandbox import (
     DEFAULT_ACCESS_TTL,
     DEFAULT_BURST,
     DEFAULT_CLIENT_ID,
+    DEFAULT_OPERATING_LIMIT,
     DEFAULT_RATE,
     DEFAULT_REFRESH_TTL,
+    DEFAULT_REQUEST_TIME_LIMIT,
     DEFAULT_SCOPE,
     SandboxConfig,
     new_secret,
@@ -84,6 +86,23 @@ def sandbox(
         list[str] | None,
         typer.Option(help="METHOD=SECONDS of synthetic operating time per call (repeatable)."),
     ] = None,
+    operating_limit: Annotated[
+        float, typer.Option(help="Operating time per method in 10 minutes, s.", min=0)
+    ] = DEFAULT_OPERATING_LIMIT,
+    latency: Annotated[
+        float,
+        typer.Option(help="Server time added once per REST request (a batch is one), s.", min=0),
+    ] = 0.0,
+    latency_per_command: Annotated[
+        float, typer.Option(help="Server time added per method run, in a batch or not, s.", min=0)
+    ] = 0.0,
+    latency_per_page: Annotated[
+        float, typer.Option(help="Server time added per page of a *.list method, s.", min=0)
+    ] = 0.0,
+    request_time_limit: Annotated[
+        float,
+        typer.Option(help="Cut a REST request off after this many seconds; 0 = never.", min=0),
+    ] = DEFAULT_REQUEST_TIME_LIMIT,
 ) -> None:
     """Run the Bitrix24 emulator (portal + OAuth server); print its base URL on stdout."""
     if (tls_cert is None) != (tls_key is None):
@@ -111,6 +130,11 @@ def sandbox(
         require_https=require_https,
         seed_deals=seed_deals,
         method_costs=_method_costs(method_cost or []),
+        operating_limit=operating_limit,
+        latency_request=latency,
+        latency_command=latency_per_command,
+        latency_page=latency_per_page,
+        request_time_limit=request_time_limit,
     )
     if member_id:
         config = dataclasses.replace(config, member_id=member_id)
