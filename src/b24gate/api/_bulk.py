@@ -4,6 +4,7 @@ record of a list method, streamed as NDJSON, or one page at a time behind a curs
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -157,18 +158,21 @@ async def _ndjson(
 ) -> AsyncIterator[bytes]:
     """One record a line, then ``{"count": N}``; or, when a later request fails, a last line
     ``{"error": {...}}`` instead (the status, 200, has been sent by then): the error as
-    ``known`` (the request's :meth:`Frame.known`) makes it one of the tree."""
+    ``known`` (the request's :meth:`Frame.known`) makes it one of the tree.
+
+    After the first request's pages, the rest comes from :meth:`Pager.stream`, which holds
+    a bounded number of requests' pages; closing it (the client went away) cancels its
+    requests in flight."""
     count, status = 0, 200
     try:
-        pages, first = first, []
-        while True:
-            for page in pages:
+        for page in first:
+            count += len(page)
+            yield b"".join(_line(record) for record in page)
+        first.clear()  # let these go before the next arrive
+        async with aclosing(pager.stream()) as pages:
+            async for page in pages:
                 count += len(page)
                 yield b"".join(_line(record) for record in page)
-            if pager.done:
-                break
-            pages = []  # one request's pages at a time: let these go before the next arrive
-            pages = await pager.fetch()
         yield _line({"count": count})
     except Exception as exc:
         error = known(exc)
@@ -274,7 +278,8 @@ def add_bulk_routes(app: FastAPI) -> None:
                     }
                 )
             # The first request before the answer starts: a refusal is then a plain error.
-            first = await pager.fetch()
+            # It also finds the list's highest ID, for the ranges of the rest.
+            first = await pager.fetch(probe=True)
             return StreamingResponse(
                 _ndjson(pager, first, frame.known, frame.later()),
                 media_type=NDJSON,
