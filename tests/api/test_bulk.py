@@ -250,16 +250,22 @@ async def test_an_export_honours_the_filter_like_bitrix24s_own_paging(
     assert last == {"count": 499}
 
 
-async def test_the_clients_own_id_bound_is_where_the_export_starts(
-    connected: tuple[Stack, str],
+@pytest.mark.parametrize(
+    ("flt", "first", "last"),
+    [
+        ({">ID": "1100"}, 1101, 1200),
+        # Ranges in flight keep it too: tests/core/test_export.py.
+        ({">ID": 100, "<=ID": "1000"}, 101, 1000),
+    ],
+)
+async def test_the_clients_own_id_bounds_are_where_the_export_starts_and_ends(
+    connected: tuple[Stack, str], flt: dict[str, Any], first: int, last: int
 ) -> None:
     stack, key = connected
     await seed(stack, 1_200)
-    records, last = await export(
-        stack, key, {"method": "crm.deal.list", "params": {"filter": {">ID": "1100"}}}
-    )
-    assert [int(r["ID"]) for r in records] == list(range(1101, 1201))
-    assert last == {"count": 100}
+    records, end = await export(stack, key, {"method": "crm.deal.list", "params": {"filter": flt}})
+    assert [int(r["ID"]) for r in records] == list(range(first, last + 1))
+    assert end == {"count": last - first + 1}
 
 
 async def test_parameters_a_batch_cannot_carry_go_one_page_a_request(
@@ -282,7 +288,9 @@ async def test_parameters_a_batch_cannot_carry_go_one_page_a_request(
     )
     assert alone == batched
     assert last == {"count": 499}
-    assert (await stack.counters())["rest_calls"] == 10  # 9 full pages and one of 49
+    # The first page alone, then the highest ID (a request of its own, no batch can carry
+    # it here), then 8 full pages and one of 49, several at once.
+    assert (await stack.counters())["rest_calls"] == 11
 
 
 async def test_catalog_products_are_exported_by_their_lowercase_id(
@@ -319,22 +327,22 @@ async def test_a_failure_mid_stream_ends_it_with_an_error_line(
     connected: tuple[Stack, str],
 ) -> None:
     stack, key = connected
-    await seed(stack, 2_600)
-    # 9.5 s of operating time a page: the first request's 50 pages fit in Bitrix24's
-    # 480 s budget, the second request's first page passes it and its second is blocked.
-    await stack.control.post(
-        "/_sandbox/method-cost", json={"method": "crm.deal.list", "seconds": 9.5}
-    )
+    await seed(stack, 10_000)
+    # Bitrix24 bills a batch to the method `batch` as a whole: 480 s a batch spends the
+    # whole budget with the first request, and every request after it is blocked.
+    await stack.control.post("/_sandbox/method-cost", json={"method": "batch", "seconds": 480})
     records, last = await export(stack, key, {"method": "crm.deal.list"})
-    assert [int(r["ID"]) for r in records] == list(range(1, 2_551))
+    # The first request's 49 pages (its 50th command found the highest ID), then nothing
+    # from the ranges after it, however many were in flight.
+    assert [int(r["ID"]) for r in records] == list(range(1, 2_451))
     error = last["error"]
     assert error["code"] == "rate_limited"
     assert error["status"] == 429
     assert error["retry_after"] >= 1
-    # The wait is the one the gateway's operating-time budget keeps for the method (when
-    # Bitrix24 said its budget frees up), not a guess: the next call to it is told the same.
+    # The wait is the one the gateway's operating-time budget keeps for `batch` (when
+    # Bitrix24 said its budget frees up), not a guess: the next export is told the same.
     again = await stack.http.post(
-        "/api/v1/call", headers=auth(key), json={"method": "crm.deal.list"}
+        "/api/v1/list", headers=auth(key), json={"method": "crm.deal.list"}
     )
     refused = error_of(again, 429, "rate_limited")
     assert abs(refused["retry_after"] - error["retry_after"]) <= 2
@@ -421,6 +429,7 @@ async def test_a_tampered_or_foreign_cursor_is_refused(connected: tuple[Stack, s
         ({"method": "crm.deal.list", "params": {"order": {"ID": "DESC"}}}, "invalid_request"),
         ({"method": "crm.deal.list", "params": {"filter": [1]}}, "invalid_request"),
         ({"method": "crm.deal.list", "params": {"filter": {">ID": "x"}}}, "invalid_request"),
+        ({"method": "crm.deal.list", "params": {"filter": {"<=ID": 1.5}}}, "invalid_request"),
         ({"method": "crm.deal.list", "params": {"select": "ID"}}, "invalid_request"),
         ({"method": "crm.deal.list", "params": {"filter": {}, "FILTER": {}}}, "invalid_request"),
         ({"method": "crm.deal.list", "page_size": 0}, "invalid_request"),
