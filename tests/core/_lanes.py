@@ -38,15 +38,16 @@ class _JumpingSelector(selectors.DefaultSelector):
     """Waits for I/O as usual; when none comes and the loop would sleep until its next
     timer, moves the virtual clock to that timer instead."""
 
-    def __init__(self) -> None:
+    def __init__(self, io_grace: float = IO_GRACE) -> None:
         super().__init__()
         self.now = 0.0
         self.awaiting_io = 0  # requests sent and not yet answered: time must not jump
+        self.io_grace = io_grace
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
             return super().select(0)
-        ready = super().select(IO_GRACE)
+        ready = super().select(self.io_grace)
         if ready:
             return ready
         if timeout is None or self.awaiting_io:  # only I/O can move things on
@@ -59,8 +60,9 @@ class _JumpingSelector(selectors.DefaultSelector):
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self._jumping = _JumpingSelector()
+    def __init__(self, io_grace: float = IO_GRACE) -> None:
+        """``io_grace``: 0 for a test without loopback I/O, whose clock then jumps at once."""
+        self._jumping = _JumpingSelector(io_grace)
         super().__init__(self._jumping)
 
     def time(self) -> float:
@@ -76,9 +78,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             self._jumping.awaiting_io -= 1
 
 
-def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
+def run_virtual(main: Callable[[], Awaitable[T]], *, io_grace: float = IO_GRACE) -> T:
     """Run ``main()`` to completion on a fresh :class:`VirtualTimeLoop`."""
-    loop = VirtualTimeLoop()
+    loop = VirtualTimeLoop(io_grace)
     try:
         return loop.run_until_complete(main())
     finally:

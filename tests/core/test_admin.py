@@ -382,10 +382,10 @@ async def test_a_change_that_does_not_fit_the_portal_changes_nothing(store: Stor
 async def test_an_operator_call_is_booked_in_the_portals_budget(
     make_stack: MakeStack,  # noqa: F811  (the fixture imported above)
 ) -> None:
-    # One request per second, and no burst beyond the gateway's own margin: a call after
-    # another waits about a second for its slot, whoever made the first.
+    # One request per second, and no burst: a call after another waits about a second for
+    # its slot, whoever made the first.
     stack = await make_stack()
-    await stack.add_portal(rate=1.0, burst=2)
+    await stack.add_portal(rate=1.0, burst=1)
     assert (await stack.connect()).status_code == 200
     key = await stack.add_client()
     dispatcher = stack.gateway.dispatcher

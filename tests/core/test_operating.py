@@ -79,7 +79,7 @@ def test_a_command_blocked_inside_a_batch_gets_the_429_the_budget_keeps() -> Non
             },
         }
     }
-    refusals = budget.record_batch(portal, params, body)
+    refusals = budget.blocked_commands(portal, params, body)
     assert list(refusals) == ["p1"]
     assert refusals["p1"].retry_after == 30
     assert refusals["p1"].code == "rate_limited"

@@ -410,6 +410,11 @@ FILTER_CASES = [
     ({">ID": 10, "<=ID": 20, "STAGE_ID": "NEW"}, [12, 15, 18]),
     ({">ID": 30}, []),
     ({"TITLE": "No such deal"}, []),
+    # Text compares as text: a batch reference left unresolved (`[]`), or a word, sorts
+    # above every ID, as the sandbox answers without scanning the table.
+    ({">ID": []}, []),
+    ({">=ID": "x"}, []),
+    ({"<ID": "x"}, list(range(1, 31))),
 ]
 
 

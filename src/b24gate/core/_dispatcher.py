@@ -108,11 +108,11 @@ class Dispatcher:
                 body = await self._scheduler.submit(portal, client.name, method, params)
             except OperationTimeLimit as exc:  # its command, inside a batch, was blocked
                 raise self._operating.blocked(portal, method, exc) from None
-            # A call packed into a batch brings its own command's `time` block.
-            self._operating.record(portal, method, body)
+            # The forwarder recorded the request's `time` block for the method it was billed
+            # to: the call's own, or `batch` for calls packed together (docs/protocol.md §5.2).
         else:
             body = await self._forwarder.forward(portal, method, params)
         blocked: Mapping[str, RateLimited] = {}
         if method.lower() == "batch":
-            blocked = self._operating.record_batch(portal, params, body)
+            blocked = self._operating.blocked_commands(portal, params, body)
         return CallResult(body, portal.name, (time.perf_counter() - started) * 1000, blocked)

@@ -441,7 +441,7 @@ class Pager:
         if not error:
             return UpstreamInvalid("Bitrix24's batch did not answer the first page")
         # A page blocked for its operating time: the 429 the gateway's operating-time
-        # budget made of it when the batch came back (:meth:`OperatingBudget.record_batch`).
+        # budget made of it when the batch came back (:meth:`OperatingBudget.blocked_commands`).
         return self._blocked.get(key) or command_error(error)
 
 

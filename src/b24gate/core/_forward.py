@@ -77,6 +77,9 @@ class Forwarder:
         self._rest = rest
         self._operating = operating
         self._retry = retry
+        # Books a slot of the portal's request budget for a request the scheduler did not
+        # book: the resend after a token refresh (the gateway sets it to Scheduler.book).
+        self.book: Callable[[Portal], Awaitable[None]] | None = None
 
     async def forward(
         self, portal: Portal, method: str, params: Mapping[str, Any], *, v3: bool = False
@@ -151,6 +154,8 @@ class Forwarder:
                     grant = await self._tokens.refresh(
                         portal, grant.access_token, reason="token refused"
                     )
+                    if self.book is not None:
+                        await self.book(portal)  # the refused request took a slot too
                     return await with_grant()
 
         try:

@@ -91,6 +91,7 @@ class Gateway:
             queue_limit=settings.queue_limit,
             not_batched=frozenset(settings.not_batched),
         )
+        forwarder.book = scheduler.book
         return cls(
             settings=settings,
             store=store,

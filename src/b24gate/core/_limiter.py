@@ -21,10 +21,11 @@ from prometheus_client import Gauge
 
 log = logging.getLogger("b24gate.limiter")
 
-# Stay one request under Bitrix24's threshold. A request that arrives late cannot
-# overfill the bucket (it only drains longer), but one nobody booked can: the resend after
-# a token refresh, or another application's occasional call on the same portal.
-SAFETY = 1
+# How many requests under Bitrix24's threshold to stay. A request that arrives late cannot
+# overfill the bucket (it only drains longer), and every request the gateway sends is
+# booked, the resend after a token refresh included (Forwarder.book): the whole bucket is
+# used. Another application on the same portal gets room from a lower --rate/--burst.
+SAFETY = 0
 
 
 def tolerance(rate: float, burst: int) -> float:

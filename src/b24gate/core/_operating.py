@@ -125,12 +125,17 @@ class OperatingBudget:
         if isinstance(operating, int | float):
             self._operating[key] = float(operating)
 
-    def record_batch(
+    def blocked_commands(
         self, portal: Portal, params: Mapping[str, Any], body: Mapping[str, Any]
     ) -> dict[str, RateLimited]:
-        """A ``batch`` sent as such (an export's pages, a client's own): each command's
-        operating time counts for its method, and a command blocked for it blocks it.
-        Returns the 429 of each blocked command (:meth:`blocked`), by its key."""
+        """A ``batch`` sent as such (an export's pages, a client's own): a command refused
+        because its own method is blocked blocks the method here too. Returns the 429 of
+        each such command (:meth:`blocked`), by its key.
+
+        The commands' ``time`` blocks are not charged to their methods: Bitrix24 bills the
+        whole batch to ``batch``, whose figure the forwarder recorded from the request's
+        own block, and shows that figure in each command's block (docs/protocol.md §5.2).
+        """
         try:
             commands = parse_batch(params).commands
         except RequestError:  # never for a batch that was admitted
@@ -138,9 +143,6 @@ class OperatingBudget:
         answer = BatchAnswer.of(body)
         refusals: dict[str, RateLimited] = {}
         for command in commands:
-            timing = answer.times.get(command.key)
-            if isinstance(timing, Mapping):
-                self.record(portal, command.method, {"time": timing})
             error = answer.error(command.key)
             if isinstance(error, OperationTimeLimit):
                 refusals[command.key] = self.blocked(portal, command.method, error)

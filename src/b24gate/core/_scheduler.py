@@ -120,6 +120,8 @@ class _Lane:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     slow_until: float = 0.0
     linger_until: float = 0.0  # the load is heavy or growing: more calls are on their way
+    # Calls answered under such a load whose callers have not sent their next one yet.
+    returning: int = 0
     arrived: int = 0  # calls submitted so far (for telling a growing load)
     sending: set[asyncio.Task[None]] = field(default_factory=set)
     packed_in_flight: int = 0  # requests of several calls (a `batch` each) on their way
@@ -161,12 +163,14 @@ class _Lane:
         return self.pending - self.alone < self.packing_limit()
 
     async def linger(self) -> None:
-        """Wait for a full request's worth of calls, at most until ``linger_until``; a call
-        that must go alone ends the wait (it goes at once, as nothing can join it)."""
+        """Wait for a full request's worth of calls and for the callers just answered
+        (:attr:`returning`), at most until ``linger_until``; a call that must go alone ends
+        the wait (it goes at once, as nothing can join it)."""
         loop = asyncio.get_running_loop()
-        while self.part_filled() and not self.alone:
+        while (self.part_filled() or self.returning > 0) and not self.alone:
             left = self.linger_until - loop.time()
             if left <= 0:
+                self.returning = 0
                 return
             self.wake.clear()
             try:
@@ -202,6 +206,8 @@ class _Lane:
 
     def push(self, call: _Call, *, front: bool = False) -> None:
         self.arrived += not front
+        if not front and self.returning:
+            self.returning -= 1
         queue = self.queues.setdefault(call.client, deque())
         if front:
             queue.appendleft(call)
@@ -344,8 +350,9 @@ class Scheduler:
 
         As many requests are on their way at once as the budget allows: a full queue is
         sent at the bucket's pace whatever each request takes. Packed requests are billed
-        to the method ``batch`` as a whole, so they also wait while the ones on their way
-        would take ``batch`` past its operating-time budget (:meth:`_batch_wait`).
+        to the method ``batch`` as a whole: while the ones on their way would take
+        ``batch`` near its operating-time budget (:meth:`_batch_wait`), calls go one a
+        request, each billed to its own method, until part of that budget frees up.
         """
         key = budget_key(lane.portal)
         loop = asyncio.get_running_loop()
@@ -358,10 +365,6 @@ class Scheduler:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lane.wake.wait(), held)
                     continue
-            busy = self._batch_wait(lane)
-            if busy > 0:
-                await asyncio.sleep(busy)
-                continue
             wait = await self._limiter.reserve(key, rate, plan.burst, math.inf)
             if wait:
                 await asyncio.sleep(wait)
@@ -370,6 +373,10 @@ class Scheduler:
             if lane.alone and lane.part_filled() and gathering:
                 # The packed calls keep gathering; the one that cannot join them goes now.
                 calls = lane.take_alone()
+            elif self._batch_wait(lane) > 0:
+                # `batch` is near its operating-time budget: a call a request, billed to
+                # its own method, until part of the budget frees up.
+                calls = lane.take(1)
             else:
                 calls = lane.take(lane.packing_limit())
             QUEUE_DEPTH.labels(lane.portal.name).set(lane.pending)
@@ -427,10 +434,16 @@ class Scheduler:
             # growing one. A few arrivals are a light load's noise, not growth.
             grew = lane.arrived - arrived > max(len(calls), GROWING)
             if len(calls) >= BATCH_LIMIT or grew:
+                # Each caller answered comes back with its next call. Waiting for all of
+                # them (linger) rather than sending the first 50 back keeps the quickest
+                # callers from lapping the others: the last requests would then carry
+                # only the laggards' calls, part-filled, each a slot of the budget.
+                lingering = loop.time() < lane.linger_until
+                lane.returning = (lane.returning if lingering else 0) + len(calls)
                 lane.linger_until = loop.time() + LINGER
 
     def _batch_wait(self, lane: _Lane) -> float:
-        """How long the next packed request waits for ``batch``'s operating-time budget:
+        """How long until a packed request fits ``batch``'s operating-time budget (0: now):
         the requests on their way will each be charged about what the last ones were."""
         if self._operating is None or lane.pending - lane.alone < 2:
             return 0.0

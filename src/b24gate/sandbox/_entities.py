@@ -344,6 +344,11 @@ class EntityTable:
                 continue
             n = _as_number(c.value)
             if n is None:
+                # Compared as text (_compare): a value such as an unresolved batch reference
+                # (`[]`) sorts above every ID, which starts with a digit. No ID is above it.
+                above_all = str(c.value)[:1] > "9" and c.value is not None
+                if above_all and c.op in (">", ">="):
+                    return lo, lo
                 continue
             if c.op == ">":
                 lo = max(lo, bisect.bisect_right(self.ids, n))

@@ -148,7 +148,10 @@ class Portal:
             self.budget.charge(name, timer.billed)
             raise errors.internal_error() from None
         operating, reset_at = self.budget.charge(name, timer.billed)
-        return outcome, self.time_block(timer.started, timer.elapsed, operating, reset_at)
+        timing = self.time_block(timer.started, timer.elapsed, operating, reset_at)
+        # The synthetic cost (--method-cost) is work the portal did, as the charge says.
+        timing["processing"] = timer.billed
+        return outcome, timing
 
     async def _batch(self, caller: Caller, params: dict[str, Any], timer: RequestTimer) -> Outcome:
         if self.budget.blocked("batch"):
