@@ -42,6 +42,12 @@ not 41. R here is what the load needs, so both rows count the same way). 4: R = 
 call, two drain intervals plus one request's latency, 1.0 s or 3.0 s. Ratio = theory /
 time; 1.0 is the limit.
 
+For rows 1 and 4 of b24gate, the second client's calls of row 5 ride along with the load
+and count in R: 3,004 calls need 61 requests, 5.5 s. The bulk target "ahead of
+fast_bitrix24" compares ratios (each tool against the theory of the calls it sent), with
+the fast_bitrix24 runs that kept to the bucket: a run that got 503s used slots the
+portal did not give it.
+
 Each row also shows the requests the sandbox received and those it refused with 503
 ``QUERY_LIMIT_EXCEEDED`` (``GET /_sandbox/counters`` before and after; a probe of 5 rides
 along with 1 and 4), and the peak resident memory during the row: for b24gate the gateway
@@ -156,6 +162,15 @@ class Row:
     def cap(self) -> float:
         return max(ROW_CAP_MIN, ROW_CAP_FACTOR * self.theory)
 
+    def best(self, got: Outcome) -> float:
+        """The theory for the calls the portal carried: the load's, and for rows 1 and 4
+        the second client's calls (row 5) that rode along with it."""
+        if self.number not in (1, 4) or not got.extra_calls:
+            return self.theory
+        requests = math.ceil((BULK + got.extra_calls) / PER_REQUEST)
+        in_turn = BULK // CALLERS if self.number == 4 else 0
+        return theory(requests, self.burst, self.latency, in_turn)
+
 
 @dataclass
 class Outcome:
@@ -168,6 +183,7 @@ class Outcome:
     cut: bool = False
     to_callers: int = 0  # 503/429 answers that reached a caller
     worst: float = 0.0  # row 5: the slowest sample
+    extra_calls: int = 0  # the second client's calls sent during the row (rows 1 and 4)
 
 
 def theory(requests: int, burst: int, latency: float, in_turn: int = 0) -> float:
@@ -344,6 +360,7 @@ class Bench:
     burst: int = 0  # the budget both sides have now
     idle_at: float = 0.0  # when the gateway's own budget has drained
     samples: list[float] = field(default_factory=list)  # row 5, this latency setting
+    probe_calls: int = 0  # the second client's calls so far
     probe_refused: Counter[int] = field(default_factory=Counter)
     children: set[asyncio.subprocess.Process] = field(default_factory=set)
 
@@ -462,6 +479,7 @@ async def probe(bench: Bench, latency: float) -> None:
     await asyncio.sleep(PROBE_FIRST)
     while True:
         started = time.monotonic()
+        bench.probe_calls += 1
         status, payload, _ = await post(bench.session, url, body, auth(bench.probe_key))
         if status in (429, 503):
             bench.probe_refused[status] += 1
@@ -574,6 +592,7 @@ async def measure_row(bench: Bench, row: Row, after: int) -> Outcome:
     """Run one row (``after``: the export's ``>ID``) and read what the sandbox saw."""
     await bench.prepare(row)
     before = counters(bench.sandbox)
+    probes = bench.probe_calls
     memory: list[str] = []
     refused: Counter[int] = Counter()
     seconds, cut = 0.0, False
@@ -615,6 +634,7 @@ async def measure_row(bench: Bench, row: Row, after: int) -> Outcome:
         memory[0] if memory else "-",
         cut,
         sum(refused.values()),
+        extra_calls=bench.probe_calls - probes,
     )
 
 
@@ -704,6 +724,8 @@ async def measure(
             for key in keys:
                 await call_until_done(session, f"{gateway.url}/api/v1/call", body, auth(key),
                                       Counter())  # fmt: skip
+            # The warm-up's requests leave the gateway's budget before the first row.
+            bench.idle_at = time.monotonic() + len(keys) / RATE + 1
             for latency in args.latency:
                 rows = [r for r in selected(args) if r.latency == latency]
                 if rows:
@@ -743,17 +765,19 @@ def verdicts(res: Results) -> dict[Row, str]:
         else:
             if got.cut:
                 misses.append(f"cut at {row.cap:g} s")
-            elif row.target is not None and row.theory / got.seconds < row.target:
+            elif row.target is not None and row.best(got) / got.seconds < row.target:
                 misses.append(f"ratio < {row.target:g}")
             if got.refused:
                 misses.append(f"{got.refused} refused")
         if got.to_callers:
             misses.append(f"{got.to_callers} 503/429 to callers")
         if row.number == 1:
-            rivals = [o for r, o in res.items()
+            # Each against its own theory (the rows carry different calls), and against
+            # the runs that kept to the bucket: a run that got 503s took slots it had not.
+            rivals = [r.best(o) / o.seconds for r, o in res.items()
                       if r.number == 1 and r.latency == row.latency and r.tool != B24GATE
-                      and isinstance(o, Outcome) and not o.cut]  # fmt: skip
-            if any(o.seconds <= got.seconds for o in rivals):
+                      and isinstance(o, Outcome) and not o.cut and not o.refused]  # fmt: skip
+            if any(ratio >= row.best(got) / got.seconds for ratio in rivals):
                 misses.append("behind fast_bitrix24")
         found[row] = f"MISS: {', '.join(misses)}" if misses else "PASS"
     return found
@@ -769,11 +793,11 @@ def line(row: Row, got: Outcome | str, verdict: str) -> str:
         extra = f"median {got.seconds:.2f} s"
     else:
         time_cell = f"{'>' if got.cut else ''}{got.seconds:.1f}"
-        ratio = row.theory / got.seconds if got.seconds else math.inf
+        ratio = row.best(got) / got.seconds if got.seconds else math.inf
         extra = got.memory
     ratio_cell = "-" if row.theory == 0 else f"{'<' if got.cut else ''}{ratio:.2f}"
     return (
-        f"{head} {time_cell:>9}  {row.theory:>6.1f} {ratio_cell:>5} {got.requests:>5} "
+        f"{head} {time_cell:>9}  {row.best(got):>6.1f} {ratio_cell:>5} {got.requests:>5} "
         f"{got.refused:>7} {extra:>14}  {verdict}"
     )
 

@@ -381,6 +381,36 @@ class EntityTable:
             rows.sort(key=_sort_key(name), reverse=desc)
         return iter(rows)
 
+    def _by_id_alone(self, conditions: list[Condition], order: list[tuple[str, bool]]) -> bool:
+        """Whether the ID bounds decide the page by themselves: every condition a numeric
+        comparison on the ID, the order the ID's (so a count costs no scan)."""
+        id_field = self.spec.id_field
+        return all(
+            c.field == id_field
+            and c.op in (">", ">=", "<", "<=")
+            and _as_number(c.value) is not None
+            for c in conditions
+        ) and (not order or (len(order) == 1 and order[0][0] == id_field))
+
+    def _id_page(
+        self,
+        conditions: list[Condition],
+        order: list[tuple[str, bool]],
+        select: list[str],
+        start: int,
+    ) -> Page:
+        lo, hi = self._id_bounds(conditions)
+        offset = max(start, 0)
+        if order and order[0][1]:  # descending
+            ids = self.ids[max(lo, hi - offset - PAGE_SIZE) : hi - offset][::-1]
+        else:
+            ids = self.ids[lo + offset : min(hi, lo + offset + PAGE_SIZE)]
+        page = [self.project(self.records[i], select) for i in ids]
+        if start == -1:
+            return Page(page, 0, None)
+        total = hi - lo
+        return Page(page, total, offset + PAGE_SIZE if total > offset + PAGE_SIZE else None)
+
     def list(
         self,
         conditions: list[Condition],
@@ -389,6 +419,8 @@ class EntityTable:
         start: int,
     ) -> Page:
         """One page of 50; ``start == -1`` skips the count (no ``next``, ``total`` 0)."""
+        if self._by_id_alone(conditions, order):
+            return self._id_page(conditions, order, select, start)
         rows = self._matching(conditions, order)
         offset = max(start, 0)
         page: list[dict[str, Any]] = []
