@@ -475,7 +475,7 @@ def test_a_call_from_the_shell_waits_its_turn_in_the_portals_budget(
     status = json.loads(live.run("portal", "status", "demo", "--json").stdout)
     bucket = f"b24gate:bucket:{status['member_id']}"
     rate, burst = 2.0, 50  # the portal's default budget (standard plan)
-    ahead = (burst - 2) / rate + 3.0  # the limiter's tolerance, plus three seconds
+    ahead = (burst - 1) / rate + 3.0  # the limiter's tolerance, plus three seconds
     client: Any = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
         seconds, micros = client.time()
