@@ -135,7 +135,7 @@ class _Lane:
             return BATCH_LIMIT
         return max(1, min(BATCH_LIMIT, int(REQUEST_TARGET / self.command_time)))
 
-    def learn(self, calls: int, body: Mapping[str, Any], answer: BatchAnswer) -> None:
+    def learn(self, body: Mapping[str, Any], answer: BatchAnswer) -> None:
         """A packed request's ``time`` blocks: the request's operating time, and what its
         calls took each (their own blocks, without the request's share)."""
         timing = body.get("time")
@@ -147,7 +147,7 @@ class _Lane:
             for t in answer.times.values()
             if isinstance(t, Mapping) and isinstance(t.get("processing"), int | float)
         ]
-        if each and calls:
+        if each:
             self.command_time = _smooth(self.command_time, max(0.0, sum(each) / len(each)))
 
     def oldest(self) -> float:
@@ -418,7 +418,7 @@ class Scheduler:
             finally:
                 lane.packed_in_flight -= 1
             answer = BatchAnswer.of(body)
-            lane.learn(len(calls), body, answer)
+            lane.learn(body, answer)
             refused = _split(calls, answer)
             if refused:
                 await self._refused(lane, refused)
