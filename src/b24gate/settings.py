@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     queue_limit: int = Field(10_000, ge=1)
     # Methods never packed into an automatic batch (comma-separated).
     not_batched: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Idempotency-Key: how long a stored answer is replayed, and how long a second request
+    # with the key of one still running waits for it before it gets 409.
+    idempotency_ttl: float = Field(24 * 3600.0, gt=0)
+    idempotency_wait: float = Field(10.0, ge=0)
+    # Jobs: how long a replica's hold on the commands it works on lasts without renewal (a
+    # replica that died leaves them to the others after this), how long a finished job and
+    # its results are kept, and how long after a write was sent the external-id lookup may
+    # settle it (a request still running at Bitrix24 must not be missed).
+    job_lease: float = Field(30.0, gt=0)
+    job_retention: float = Field(7 * 24 * 3600.0, gt=0)
+    job_settle_after: float = Field(60.0, ge=0)
 
     @field_validator("trusted_proxies", "not_batched", mode="before")
     @classmethod
