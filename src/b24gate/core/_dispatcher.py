@@ -24,7 +24,7 @@ from ..store import Client, ReadCache
 from ._admission import Admitted, Entrance, admit_calls
 from ._forward import Forwarder
 from ._operating import OperatingBudget
-from ._scheduler import Scheduler
+from ._scheduler import Scheduler, SendHook
 
 
 @dataclass
@@ -82,9 +82,11 @@ class Dispatcher:
         domain: str | None = None,
         address: str | None = None,
         v3: bool = False,
+        on_send: SendHook | None = None,
     ) -> CallResult:
         """One call as ``client``. ``v3``: a REST 3.0 method (``/rest/api/…``), which goes
-        alone after booking its slot of the portal's budget.
+        alone after booking its slot of the portal's budget. ``on_send``: awaited right
+        before the request carrying the call leaves; when it fails, nothing is sent.
 
         What is forwarded is what was checked: a ``batch`` goes on rebuilt from the commands
         its key was checked against. REST 3.0's own batch is refused (:mod:`._admission`).
@@ -102,15 +104,21 @@ class Dispatcher:
         started = time.perf_counter()
         if v3:
             await self._scheduler.book(portal)
+            if on_send is not None:
+                await on_send()
             body = await self._forwarder.forward(portal, method, params, v3=True)
         elif portal.rate > 0:
             try:
-                body = await self._scheduler.submit(portal, client.name, method, params)
+                body = await self._scheduler.submit(
+                    portal, client.name, method, params, on_send=on_send
+                )
             except OperationTimeLimit as exc:  # its command, inside a batch, was blocked
                 raise self._operating.blocked(portal, method, exc) from None
             # The forwarder recorded the request's `time` block for the method it was billed
             # to: the call's own, or `batch` for calls packed together (docs/protocol.md §5.2).
         else:
+            if on_send is not None:
+                await on_send()
             body = await self._forwarder.forward(portal, method, params)
         blocked: Mapping[str, RateLimited] = {}
         if method.lower() == "batch":

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,6 +66,9 @@ BATCH_SIZE = Histogram(
     ["portal"],
     buckets=(1, 2, 5, 10, 20, 30, 40, 50),
 )
+# Awaited before a call's request leaves (see _Call.on_send).
+SendHook = Callable[[], Awaitable[None]]
+
 REFUSED = Counter("b24gate_limit_refusals_total", "QUERY_LIMIT_EXCEEDED absorbed", ["portal"])
 
 
@@ -108,6 +111,9 @@ class _Call:
     enqueued: float
     packable: bool
     refusals: int = 0
+    # Awaited right before the request carrying the call leaves (a job's command is marked
+    # sent in the store first: after a crash it must not be sent blindly again).
+    on_send: SendHook | None = None
 
 
 @dataclass
@@ -277,7 +283,13 @@ class Scheduler:
         self._lanes: dict[int, _Lane] = {}
 
     async def submit(
-        self, portal: Portal, client: str, method: str, params: Mapping[str, Any]
+        self,
+        portal: Portal,
+        client: str,
+        method: str,
+        params: Mapping[str, Any],
+        *,
+        on_send: SendHook | None = None,
     ) -> dict[str, Any]:
         plan = self._plan(portal)
         lane = self._lanes.get(portal.id)
@@ -306,6 +318,7 @@ class Scheduler:
             asyncio.get_running_loop().create_future(),
             asyncio.get_running_loop().time(),
             packable,
+            on_send=on_send,
         )
         lane.push(call)
         QUEUE_DEPTH.labels(portal.name).set(lane.pending)
@@ -389,6 +402,7 @@ class Scheduler:
     async def _send(self, lane: _Lane, calls: list[_Call]) -> None:
         portal = lane.portal
         calls = self._unblocked(portal, calls)
+        calls = await _announced(calls)
         if not calls:
             return
         loop = asyncio.get_running_loop()
@@ -508,6 +522,24 @@ class Scheduler:
 def _smooth(old: float, new: float) -> float:
     """A running figure that follows the latest values and forgets an odd one."""
     return new if old <= 0 else 0.5 * old + 0.5 * new
+
+
+async def _announced(calls: list[_Call]) -> list[_Call]:
+    """Run the calls' :attr:`_Call.on_send` hooks, all at once (a job's marks of one request
+    become one write): the calls whose hook failed get its error and are not sent."""
+    hooked = [call for call in calls if call.on_send is not None]
+    if not hooked:
+        return calls
+    done = await asyncio.gather(
+        *(call.on_send() for call in hooked if call.on_send is not None), return_exceptions=True
+    )
+    failed: set[int] = set()
+    for call, outcome in zip(hooked, done, strict=True):
+        if isinstance(outcome, BaseException):
+            failed.add(id(call))
+            if not call.future.done():
+                call.future.set_exception(outcome)
+    return [call for call in calls if id(call) not in failed]
 
 
 def _resolve(call: _Call, body: dict[str, Any]) -> None:

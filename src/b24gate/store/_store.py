@@ -540,6 +540,11 @@ class Store:
         found = await self._clients((clients.c.key_id == key_id) & clients.c.revoked_at.is_(None))
         return found[0] if found else None
 
+    async def client_by_id(self, client_id: int) -> Client | None:
+        """The client with this id, unless it was revoked (a job runs as its client)."""
+        found = await self._clients((clients.c.id == client_id) & clients.c.revoked_at.is_(None))
+        return found[0] if found else None
+
     async def clients(self) -> list[Client]:
         """Every client, the revoked ones included, by name."""
         return await self._clients(sa.true())
