@@ -92,11 +92,15 @@ class ListBody:
 
 def parse_batch(raw: bytes) -> BatchBody:
     body = json_object(raw, _BATCH_FIELDS)
-    items = body.get("commands")
+    return BatchBody(parse_commands(body.get("commands"), MAX_COMMANDS), *target(body))
+
+
+def parse_commands(items: Any, limit: int) -> list[Command]:
+    """``commands``: 1 to ``limit`` objects ``{method, params}`` (a batch's, a job's)."""
     if not isinstance(items, list) or not items:
         raise RequestError("`commands` is required: a non-empty list of {method, params}")
-    if len(items) > MAX_COMMANDS:
-        raise RequestError(f"at most {MAX_COMMANDS} commands a request, not {len(items)}")
+    if len(items) > limit:
+        raise RequestError(f"at most {limit} commands a request, not {len(items)}")
     commands = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -108,7 +112,7 @@ def parse_batch(raw: bytes) -> BatchBody:
         if not isinstance(method, str) or not method:
             raise RequestError(f"commands[{i}]: `method` is required and must be a string")
         commands.append(Command(method, params_object(item.get("params"), f"commands[{i}].params")))
-    return BatchBody(commands, *target(body))
+    return commands
 
 
 def parse_list(raw: bytes) -> ListBody:
