@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     job_lease: float = Field(30.0, gt=0)
     job_retention: float = Field(7 * 24 * 3600.0, gt=0)
     job_settle_after: float = Field(60.0, ge=0)
+    # The largest body POST /api/v1/jobs reads (up to 50,000 commands).
+    job_body_limit: int = Field(64 * 1024 * 1024, gt=0)
 
     @field_validator("trusted_proxies", "not_batched", mode="before")
     @classmethod
