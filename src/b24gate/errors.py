@@ -199,6 +199,13 @@ class UnknownClient(B24GateError):
     status = 404
 
 
+class UnknownJob(B24GateError):
+    """No job with this id, or another client's (which the caller must not learn exists)."""
+
+    code = "unknown_job"
+    status = 404
+
+
 class Conflict(B24GateError):
     """Something that must be unique is taken (a portal's name or domain, a client's name
     or key id), or a change does not fit what it changes (a webhook for an OAuth portal)."""
