@@ -99,6 +99,24 @@ async def _reset_counters(sb: SandboxServer, body: Body) -> Body:
     return await _counters(sb, body)
 
 
+def _no_keys(body: Body) -> None:
+    # A key here is a mistake (say, an entity to clear one entity alone), not a wish to
+    # ignore: refusing it keeps a test from reading counts it did not mean to.
+    if body:
+        raise BadRequest(f"this endpoint takes no parameters; got {sorted(body)}")
+
+
+async def _writes(sb: SandboxServer, body: Body) -> Body:
+    _no_keys(body)
+    return sb.portal.writes.snapshot()
+
+
+async def _reset_writes(sb: SandboxServer, body: Body) -> Body:
+    _no_keys(body)
+    sb.portal.writes.reset()
+    return sb.portal.writes.snapshot()
+
+
 async def _secrets(sb: SandboxServer, body: Body) -> Body:
     return {"secrets": list(sb.portal.oauth.issued)}
 
@@ -334,6 +352,8 @@ _ROUTES: dict[tuple[str, str], Endpoint] = {
     ("GET", "state"): _state,
     ("GET", "counters"): _counters,
     ("POST", "counters/reset"): _reset_counters,
+    ("GET", "writes"): _writes,
+    ("POST", "writes/reset"): _reset_writes,
     ("GET", "secrets"): _secrets,
     ("GET", "received"): _received,
     ("POST", "expire-access-tokens"): _expire,

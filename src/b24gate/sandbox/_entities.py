@@ -8,6 +8,7 @@ filters, ordering and paging come from :class:`EntityTable`.
 from __future__ import annotations
 
 import bisect
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -52,16 +53,30 @@ class EntitySpec:
         return None
 
 
+# Types of the fields a list filter compares as numbers, as crm.*.fields names them; every
+# other field is a string in Bitrix24's list SQL and is compared as text.
+_CRM_TYPES = {
+    "OPPORTUNITY": "double",
+    "REVENUE": "double",
+    "CATEGORY_ID": "crm_category",
+    "COMPANY_ID": "crm_company",
+    "CONTACT_ID": "crm_contact",
+}
+
+
 def _crm(*names: str, multiple: tuple[str, ...] = ()) -> tuple[FieldSpec, ...]:
     base = [
         FieldSpec("ID", "integer", read_only=True),
-        *(FieldSpec(n) for n in names),
+        *(FieldSpec(n, _CRM_TYPES.get(n, "string")) for n in names),
         *(FieldSpec(n, "crm_multifield", multiple=True) for n in multiple),
         FieldSpec("ASSIGNED_BY_ID", "user"),
         FieldSpec("CREATED_BY_ID", "user", read_only=True),
         FieldSpec("DATE_CREATE", "datetime", read_only=True),
         FieldSpec("DATE_MODIFY", "datetime", read_only=True),
         FieldSpec("COMMENTS"),
+        # The external system and the record's id in it (main-entities-fields.md): plain
+        # strings, not unique; a record sent twice is two records.
+        FieldSpec("ORIGINATOR_ID"),
         FieldSpec("ORIGIN_ID"),
     ]
     return tuple(base)
@@ -118,6 +133,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
             "SOURCE_ID",
             "OPENED",
             "BIRTHDATE",
+            "ORIGIN_VERSION",
             multiple=("PHONE", "EMAIL"),
         ),
         title="Contact",
@@ -134,6 +150,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
             "CURRENCY_ID",
             "OPENED",
             "ADDRESS",
+            "ORIGIN_VERSION",
             multiple=("PHONE", "EMAIL"),
         ),
         title="Company",
@@ -167,8 +184,17 @@ ENTITIES: tuple[EntitySpec, ...] = (
     ),
 )
 
-# Filter key prefixes, longest first so that ">=" wins over ">".
-_OPERATORS = ("!=", ">=", "<=", "!%", "!@", "=", "!", ">", "<", "%", "@")
+# Filter key prefixes, longest first so that ">=" wins over ">". "=%" and "%=" are SQL
+# LIKE with the caller's own wildcards (crm-deal-list.md), "!" before them negates.
+_OPERATORS = ("!=%", "!%=", "!=", ">=", "<=", "!%", "!@", "=%", "%=", "=", "!", ">", "<", "%", "@")
+_PATTERN_OPS = ("=%", "%=", "!=%", "!%=")
+
+
+def _like(pattern: str, value: str) -> bool:
+    """SQL ``LIKE`` (``%`` any run, ``_`` one character), case-insensitive as the "%"
+    filter already is here."""
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
 
 
 def _as_number(value: Any) -> float | None:
@@ -192,11 +218,17 @@ def _compare(a: Any, b: Any) -> int:
     return (sa > sb) - (sa < sb)
 
 
+def _as_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class Condition:
     field: str
     op: str
     value: Any
+    # A string field of a CRM entity: SQL compares it as text, so "007" is not "7".
+    text: bool = False
 
     @classmethod
     def parse(cls, key: str, value: Any) -> Condition:
@@ -215,10 +247,19 @@ class Condition:
     def matches(self, record: Mapping[str, Any]) -> bool:
         actual = record.get(self.field)
         op = self.op
+        if self.text and op in ("", "=", "@", "!", "!=", "!@"):
+            # An empty value finds the records without one (IS NULL OR = '').
+            found = any(_as_text(actual) == _as_text(v) for v in self._values())
+            return found if op in ("", "=", "@") else not found
         if op in ("", "=", "@"):
             return any(_compare(actual, v) == 0 for v in self._values())
         if op in ("!", "!=", "!@"):
             return all(_compare(actual, v) != 0 for v in self._values())
+        if op in _PATTERN_OPS:
+            found = actual is not None and any(
+                _like(_as_text(v), str(actual)) for v in self._values()
+            )
+            return found if op[0] != "!" else not found
         if op in ("%", "!%"):
             needle = str(self.value).lower()
             found = actual is not None and needle in str(actual).lower()
@@ -336,6 +377,22 @@ class EntityTable:
         else:
             names = select
         return {name: record.get(name) for name in names}
+
+    def conditions(self, flt: Mapping[str, Any]) -> list[Condition]:
+        """A list's ``filter`` as Bitrix24's CRM list reads it (``CSqlUtil::PrepareWhere``,
+        docs/sandbox.md "External ids"): a key naming no field of the entity is skipped,
+        not an error, and a string field is compared as text, ``KEY`` and ``=KEY`` alike."""
+        if self.spec.style != "crm":
+            return [Condition.parse(k, v) for k, v in flt.items()]
+        out = []
+        for key, value in flt.items():
+            c = Condition.parse(key, value)
+            spec = self.spec.field(c.field)
+            if spec is None and not c.field.startswith("UF_"):
+                continue
+            text = spec is not None and spec.type == "string"
+            out.append(Condition(c.field, c.op, c.value, text=text))
+        return out
 
     def _id_bounds(self, conditions: list[Condition]) -> tuple[int, int]:
         lo, hi = 0, len(self.ids)

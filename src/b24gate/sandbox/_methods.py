@@ -201,8 +201,12 @@ def _entity_methods(prefix: str) -> dict[str, Handler]:
             missing = [f.name for f in t.spec.fields if f.required and f.name not in fields]
             if missing:
                 raise errors.RestError(400, "0", "Required fields: " + ", ".join(missing))
-            return Outcome({"element": t.full(t.add(fields, caller.user_id))})
-        return Outcome(int(t.add(fields, caller.user_id)[t.spec.id_field]))
+            element = t.full(t.add(fields, caller.user_id))
+            portal.writes.record(prefix, fields)
+            return Outcome({"element": element})
+        record = t.add(fields, caller.user_id)
+        portal.writes.record(prefix, fields)
+        return Outcome(int(record[t.spec.id_field]))
 
     async def get(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
         t = table(portal)
@@ -264,7 +268,7 @@ def _entity_methods(prefix: str) -> dict[str, Handler]:
                 raise errors.RestError(400, "0", "Required select fields: id, iblockId")
             if "iblockId" not in flt:
                 raise errors.RestError(400, "0", "Required filter fields: iblockId")
-        conditions = [Condition.parse(k, v) for k, v in flt.items()]
+        conditions = t.conditions(flt)
         order = [(k, str(v).upper() == "DESC") for k, v in order_map.items()]
         page = t.list(conditions, order, select, _start(param(params, "start")))
         rows: Any = {"products": page.rows} if t.spec.style == "catalog" else page.rows

@@ -22,6 +22,7 @@ from ._latency import Latency, RequestCutOff, RequestTimer
 from ._limits import LeakyBucket, OperatingBudget
 from ._methods import REGISTRY, Caller, Outcome
 from ._oauth import App, OAuthServer
+from ._writes import WriteCounter
 
 
 @dataclass
@@ -93,6 +94,8 @@ class Portal:
         self.auto_approve = config.auto_approve
         self.faults = FaultQueue()
         self.counters = RestCounters()
+        # Records created per external id (ORIGIN_ID, ...): the proof that nothing doubled.
+        self.writes = WriteCounter()
         # Every URL (path and query) the portal and OAuth server received, newest last.
         self.received: deque[str] = deque(maxlen=100_000)
         # The portal's current host[:port]; known once the server listens.
