@@ -14,6 +14,7 @@ the two to each other): raise the class, never a ``code=`` of one's own.
     │   ├── TooDeep                   too_deep: nested deeper than PHP's 64 levels
     │   ├── UnknownEvent              unknown_event: an application event not handled here
     │   ├── InvalidSetting            invalid_setting: an administrator's value (``field``)
+    │   ├── InvalidIdempotencyKey     invalid_idempotency_key: not 1..255 printable ASCII
     │   └── BodyTooLarge (413)        body_too_large
     │       └── TooManyParameters     too_many_parameters: over PHP's 1,000 variables
     ├── Unauthorized (401)            unauthorized
@@ -23,9 +24,13 @@ the two to each other): raise the class, never a ``code=`` of one's own.
     │   └── EventRefused              event_refused: an install event forged or not ours
     ├── UnknownPortal (404)           unknown_portal
     ├── UnknownClient (404)           unknown_client: no active client key of that name
+    ├── UnknownJob (404)              unknown_job: no such job, or another client's
     ├── Conflict (409)                conflict: a name, domain or key id is taken
     │   └── StoreConflict             raised by the store itself (b24gate.store)
     ├── NeedsAuthorization (409)      needs_authorization: the grant is gone, an admin must act
+    ├── IdempotencyKeyInUse (409)     idempotency_key_in_use: its first request still runs
+    ├── IdempotentOutcomeUnknown (409) outcome_unknown: its first request died mid-way
+    ├── IdempotencyKeyReused (422)    idempotency_key_reused: the key of another request
     ├── RateLimited (429)             rate_limited, with retry_after
     ├── LockTimeout (503)             lock_timeout: another process held a lock too long
     ├── ConnectError (400)            connect_failed: the connect flow (/oauth/*) cannot go on
@@ -134,6 +139,13 @@ class UnknownEvent(RequestError):
     code = "unknown_event"
 
 
+class InvalidIdempotencyKey(RequestError):
+    """An ``Idempotency-Key`` (or ``idempotency_key``) that is not 1 to 255 printable ASCII
+    characters, or two different ones in one request: nothing is run."""
+
+    code = "invalid_idempotency_key"
+
+
 class BodyTooLarge(RequestError):
     code = "body_too_large"
     status = 413
@@ -229,6 +241,30 @@ class NeedsAuthorization(B24GateError):
         super().__init__(f"portal {portal!r} needs authorization ({reason}): {fix}")
         self.portal = portal
         self.reason = reason
+
+
+class IdempotencyKeyInUse(B24GateError):
+    """The request's idempotency key belongs to a request still running, which did not end
+    within ``idempotency_wait``: try again later (nothing was run for this one)."""
+
+    code = "idempotency_key_in_use"
+    status = 409
+
+
+class IdempotentOutcomeUnknown(B24GateError):
+    """The first request with this idempotency key was on its way when its gateway stopped,
+    and it writes: it may have been done, so it is never run again under this key."""
+
+    code = "outcome_unknown"
+    status = 409
+
+
+class IdempotencyKeyReused(B24GateError):
+    """The idempotency key was used with another request (method, path, query or body):
+    nothing is run, and the first answer stays the key's."""
+
+    code = "idempotency_key_reused"
+    status = 422
 
 
 class RateLimited(B24GateError):
