@@ -18,6 +18,8 @@ from ._engine import (
     upgrade,
     write_transaction,
 )
+from ._idempotency import Begun, IdempotencyStore, StoredAnswer
+from ._jobs import JobCommand, JobInfo, JobResult, JobStore, NewJob, Runnable
 from ._keyfile import load_master_key
 from ._schema import metadata
 from ._store import (
@@ -35,19 +37,28 @@ from ._store import (
 __all__ = [
     "MIGRATIONS_DIR",
     "REFRESH_LOCK_NAMESPACE",
+    "Begun",
     "ChangeWatch",
     "Cipher",
     "Client",
     "Grant",
+    "IdempotencyStore",
+    "JobCommand",
+    "JobInfo",
+    "JobResult",
+    "JobStore",
     "LockTimeout",
+    "NewJob",
     "NewPortal",
     "Portal",
     "PortalChanges",
     "PortalKind",
     "PortalState",
     "ReadCache",
+    "Runnable",
     "Store",
     "StoreConflict",
+    "StoredAnswer",
     "TokenMethod",
     "database_url",
     "key_id",

@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 log = logging.getLogger("b24gate.store")
 
 CHANNEL = "b24gate_changes"
+# The execution option of such a write (store/_engine.py sets it; kept here to avoid a cycle).
+QUIET_OPTION = "b24gate_quiet"
 
 
 class ChangeWatch:
@@ -36,8 +38,10 @@ class ChangeWatch:
         self._listening = False
         event.listen(engine.sync_engine, "commit", self._committed)
 
-    def _committed(self, _conn: Any) -> None:
-        self._local += 1
+    def _committed(self, conn: Any) -> None:
+        # A quiet write (jobs, idempotency keys) changes nothing a cache holds.
+        if not conn.get_execution_options().get(QUIET_OPTION, False):
+            self._local += 1
 
     async def start(self) -> None:
         url = self._engine.url

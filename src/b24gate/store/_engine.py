@@ -21,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..errors import ConfigError
-from ._changes import CHANNEL
+from ._changes import CHANNEL, QUIET_OPTION
 
 Dialect = Literal["sqlite", "postgresql"]
 T = TypeVar("T")
@@ -158,12 +158,16 @@ def dialect_of(engine: AsyncEngine) -> Dialect:
 
 
 @asynccontextmanager
-async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A transaction that will write: committed at exit, rolled back on an exception."""
+async def write_transaction(
+    engine: AsyncEngine, *, notify: bool = True
+) -> AsyncIterator[AsyncConnection]:
+    """A transaction that will write: committed at exit, rolled back on an exception.
+    ``notify=False``: a write no process caches (jobs, idempotency keys), which need not
+    make every replica drop its cached clients, portals and grants."""
     async with engine.connect() as conn:
-        await conn.execution_options(**{WRITE_OPTION: True})
+        await conn.execution_options(**{WRITE_OPTION: True, QUIET_OPTION: not notify})
         async with conn.begin():
-            if engine.dialect.name == "postgresql":
+            if notify and engine.dialect.name == "postgresql":
                 # Delivered at commit to every process's ChangeWatch: their caches drop.
                 await conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
             yield conn

@@ -133,3 +133,69 @@ meta = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.LargeBinary, nullable=False),
 )
+
+# Migration 0005: Idempotency-Key answers and durable jobs. Nothing here is cached, so their
+# writes are quiet (store/_engine.py write_transaction(notify=False)).
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column(
+        "client_id",
+        sa.Integer,
+        sa.ForeignKey("clients.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("key_hash", sa.String(64), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # running | done
+    sa.Column("holder", sa.String(128), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    # Sealed JSON {"status", "content_type", "body"}: the answer replayed.
+    sa.Column("response", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column(
+        "client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("portal_id", sa.Integer, _portal_fk(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # queued | running | done | cancelled
+    sa.Column("external_id", sa.String(64), nullable=True),
+    # The address the job was submitted from: its commands run as from there (a key's CIDRs).
+    sa.Column("address", sa.String(64), nullable=True),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=True, index=True),
+)
+
+job_commands = sa.Table(
+    "job_commands",
+    metadata,
+    sa.Column(
+        "job_id",
+        sa.String(32),
+        sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("method", sa.String(255), nullable=False),
+    sa.Column("params", sa.LargeBinary, nullable=False),  # sealed JSON object
+    # pending | sent | ok | error | unknown | cancelled
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("holder", sa.String(128), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("sent_at", sa.Float, nullable=True),
+    sa.Column("result", sa.LargeBinary, nullable=True),  # sealed JSON
+    sa.Column("done_at", sa.Float, nullable=True),
+    sa.Index("ix_job_commands_job_state_seq", "job_id", "state", "seq"),
+    sa.Index("ix_job_commands_state_lease", "state", "lease_until"),
+)

@@ -41,6 +41,8 @@ from ._engine import (
     upgrade,
     write_transaction,
 )
+from ._idempotency import IdempotencyStore
+from ._jobs import JobStore
 from ._locks import refresh_lock
 from ._schema import client_portals, clients, grants, meta, oauth_states, portals, tickets
 
@@ -189,6 +191,9 @@ class Store:
         self._cipher = cipher
         self._dialect: Dialect = dialect_of(engine)
         self.changes = ChangeWatch(engine)
+        # Rows no cache holds, written quietly: Idempotency-Key answers and durable jobs.
+        self.idempotency = IdempotencyStore(engine, cipher, self._dialect)
+        self.jobs = JobStore(engine, cipher, self._dialect)
 
     @classmethod
     async def open(cls, url: str, cipher: Cipher) -> Store:
