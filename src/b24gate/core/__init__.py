@@ -60,6 +60,7 @@ from ._export import (
 from ._forward import Forwarder, RetryPolicy, rest_base
 from ._gateway import Gateway
 from ._install import Installer
+from ._jobs import MAX_JOB_COMMANDS, JobRunner
 from ._limiter import SHARED_RETRY, FallbackLimiter, Limiter, LocalLimiter, RedisLimiter
 from ._operating import OPERATING_WAIT, OperatingBudget
 from ._scheduler import LINGER, Plan, Scheduler
@@ -69,6 +70,7 @@ from ._webhook import fix_for, webhook_fix
 __all__ = [
     "LINGER",
     "MAX_COMMANDS",
+    "MAX_JOB_COMMANDS",
     "MAX_PAGE_SIZE",
     "OPERATING_WAIT",
     "SHARED_RETRY",
@@ -87,6 +89,7 @@ __all__ = [
     "Gateway",
     "Installer",
     "IssuedKey",
+    "JobRunner",
     "Limiter",
     "ListQuery",
     "LocalLimiter",

@@ -17,6 +17,7 @@ from ._connect import Connector
 from ._dispatcher import Dispatcher
 from ._forward import Forwarder
 from ._install import Installer
+from ._jobs import JobRunner, holder_id
 from ._limiter import FallbackLimiter, Limiter, LocalLimiter, RedisLimiter
 from ._operating import OperatingBudget
 from ._scheduler import Scheduler
@@ -25,6 +26,8 @@ from ._tokens import TokenManager, TokenPolicy
 log = logging.getLogger("b24gate")
 
 KEEPALIVE_EVERY = 6 * 3600.0
+# How long a stopping gateway waits for the jobs' requests on their way.
+JOB_GRACE = 10.0
 
 
 @dataclass
@@ -39,6 +42,9 @@ class Gateway:
     dispatcher: Dispatcher
     connector: Connector
     installer: Installer
+    # This process as the store's leases name it, and its worker for jobs.
+    holder: str
+    jobs: JobRunner
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -92,6 +98,8 @@ class Gateway:
             not_batched=frozenset(settings.not_batched),
         )
         forwarder.book = scheduler.book
+        dispatcher = Dispatcher(reads, forwarder, scheduler, operating)
+        holder = holder_id()
         return cls(
             settings=settings,
             store=store,
@@ -100,13 +108,16 @@ class Gateway:
             reads=reads,
             limiter=limiter,
             scheduler=scheduler,
-            dispatcher=Dispatcher(reads, forwarder, scheduler, operating),
+            dispatcher=dispatcher,
             connector=Connector(store, oauth, tokens, settings.public_url),
             installer=Installer(store, oauth, tokens, rest),
+            holder=holder,
+            jobs=JobRunner(store, dispatcher, settings, holder),
         )
 
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._keep_alive_loop(), name="b24gate-keepalive"))
+        self._tasks.append(asyncio.create_task(self.jobs.run(), name="b24gate-jobs"))
 
     async def _keep_alive_loop(self) -> None:
         while True:
@@ -120,6 +131,8 @@ class Gateway:
         """Idempotent: stop background work, close the upstream session and the store."""
         if self.session.closed:
             return
+        # Jobs' commands on their way are answered and recorded first, within JOB_GRACE.
+        await self.jobs.stop(JOB_GRACE)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
