@@ -263,3 +263,13 @@ async def test_the_external_id_settles_writes_a_dead_replica_sent(make_stack: Ma
     assert items[0]["settled"] is True
     for i in range(6):
         assert len(await deals(stack, f"d{i}")) == 1  # nothing doubled, nothing lost
+
+
+async def test_a_key_bound_to_addresses_runs_its_job_as_from_where_it_was_submitted(
+    running: tuple[Stack, str],
+) -> None:
+    stack, _ = running
+    bound = await stack.add_client("bound", ips=("127.0.0.1/32",))
+    job_id = (await submit(stack, bound, adds(3))).json()["job"]["id"]
+    done = await finished(stack, bound, job_id)
+    assert done["counts"]["ok"] == 3

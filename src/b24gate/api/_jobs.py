@@ -164,6 +164,7 @@ def add_job_routes(app: FastAPI) -> None:
                         for c, params in zip(commands, admitted.params, strict=True)
                     ],
                     external_id=external_id,
+                    address=who.address,
                 ),
                 now=time.time(),
             )

@@ -398,6 +398,7 @@ class JobRunner:
                 command.method,
                 command.params,
                 portal_name=portal.name,
+                address=job.address,
                 on_send=lambda: marks.mark(command.seq),
             )
         except NotMarked:
@@ -506,7 +507,9 @@ class JobRunner:
         method, params = query
         value = params["filter"][f"={job.external_id}"]
         try:
-            found = await self._dispatcher.call(client, method, params, portal_name=portal.name)
+            found = await self._dispatcher.call(
+                client, method, params, portal_name=portal.name, address=job.address
+            )
             record_id = found_id(found.body.get("result"), job.external_id, value)
         except Exception as exc:
             log.warning(
