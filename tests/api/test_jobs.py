@@ -273,3 +273,24 @@ async def test_a_key_bound_to_addresses_runs_its_job_as_from_where_it_was_submit
     job_id = (await submit(stack, bound, adds(3))).json()["job"]["id"]
     done = await finished(stack, bound, job_id)
     assert done["counts"]["ok"] == 3
+
+
+async def test_a_running_job_does_not_hold_up_its_clients_interactive_calls(
+    make_stack: MakeStack,
+) -> None:
+    # Two requests a second: the job has a thousand commands queued at the scheduler.
+    stack, key = await connected(await make_stack({"rate": 2, "burst": 2}), rate=2, burst=2)
+    stack.gateway.start_background()
+    job_id = (await submit(stack, key, adds(2000))).json()["job"]["id"]
+    async with asyncio.timeout(10):
+        while (await job(stack, key, job_id))["counts"]["ok"] == 0:  # noqa: ASYNC110 - the store
+            await asyncio.sleep(0.05)
+    started = time.monotonic()
+    single = await stack.call(key, {"method": "profile"})
+    waited = time.monotonic() - started
+    assert single.status_code == 200
+    # Served in turn with the job's requests (a drain interval or two), not after them.
+    assert waited < 1.5
+    await stack.http.post(
+        f"/api/v1/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {key}"}
+    )

@@ -83,10 +83,14 @@ class Dispatcher:
         address: str | None = None,
         v3: bool = False,
         on_send: SendHook | None = None,
+        queue: str | None = None,
     ) -> CallResult:
         """One call as ``client``. ``v3``: a REST 3.0 method (``/rest/api/…``), which goes
         alone after booking its slot of the portal's budget. ``on_send``: awaited right
         before the request carrying the call leaves; when it fails, nothing is sent.
+        ``queue``: the scheduler's queue the call waits in (the client's name by default;
+        a job's commands wait in a queue of their own, served in turn with the client's
+        interactive calls rather than ahead of them).
 
         What is forwarded is what was checked: a ``batch`` goes on rebuilt from the commands
         its key was checked against. REST 3.0's own batch is refused (:mod:`._admission`).
@@ -110,7 +114,7 @@ class Dispatcher:
         elif portal.rate > 0:
             try:
                 body = await self._scheduler.submit(
-                    portal, client.name, method, params, on_send=on_send
+                    portal, queue or client.name, method, params, on_send=on_send
                 )
             except OperationTimeLimit as exc:  # its command, inside a batch, was blocked
                 raise self._operating.blocked(portal, method, exc) from None

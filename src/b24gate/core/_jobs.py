@@ -400,6 +400,7 @@ class JobRunner:
                 portal_name=portal.name,
                 address=job.address,
                 on_send=lambda: marks.mark(command.seq),
+                queue=f"{client.name} (jobs)",
             )
         except NotMarked:
             return 0.0
