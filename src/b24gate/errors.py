@@ -252,8 +252,9 @@ class IdempotencyKeyInUse(B24GateError):
 
 
 class IdempotentOutcomeUnknown(B24GateError):
-    """The first request with this idempotency key was on its way when its gateway stopped,
-    and it writes: it may have been done, so it is never run again under this key."""
+    """A write was on its way when its gateway stopped, and its answer was never kept: it
+    may have been done, so it is never run again. The first request of an idempotency key
+    (the key's answer), or a job's command (its result, docs/jobs.md)."""
 
     code = "outcome_unknown"
     status = 409

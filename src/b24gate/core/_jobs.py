@@ -42,6 +42,7 @@ from ..errors import (
     B24GateError,
     BitrixError,
     Forbidden,
+    IdempotentOutcomeUnknown,
     LockTimeout,
     NeedsAuthorization,
     OperationTimeLimit,
@@ -479,10 +480,9 @@ class JobRunner:
         if reads:
             await jobs.requeue(job.id, [command.seq], holder=self._holder)
             return
-        lost = B24GateError(
+        lost = IdempotentOutcomeUnknown(
             "the gateway stopped after sending this command and before recording its answer"
         )
-        lost.code = "outcome_unknown"
         if not settles:
             await self._record(job, command.seq, "unknown", failure(lost))
             return
