@@ -69,6 +69,9 @@ MAX_PAUSE = 30.0
 RECORD_BATCH = 200
 RECORD_EVERY = 0.1
 
+# How often expired jobs and idempotency keys are deleted.
+PURGE_EVERY = 60.0
+
 Verdict = Literal["retry", "error", "unsure"]
 
 
@@ -238,6 +241,7 @@ class JobRunner:
         self._settling: set[asyncio.Task[None]] = set()
         self._reap_dead = store.dialect == "sqlite"
         self._stopping = False
+        self._next_purge = 0.0
 
     @property
     def holder(self) -> str:
@@ -309,8 +313,10 @@ class JobRunner:
                 self._drives[job.id] = asyncio.create_task(
                     self._drive(job), name=f"b24gate-job-{job.id[:8]}"
                 )
-        await self._store.idempotency.purge(now)
-        await jobs.purge(now)
+        if now >= self._next_purge:
+            self._next_purge = now + PURGE_EVERY
+            await self._store.idempotency.purge(now)
+            await jobs.purge(now)
 
     async def _context(self, job: Runnable) -> tuple[Client, Portal] | None:
         client = await self._store.client_by_id(job.client_id)
