@@ -17,14 +17,16 @@ from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import __version__
+from ..bitrix import is_read
 from ..core import Gateway, bearer
 from ..errors import B24GateError, Forbidden, InvalidTicket, RequestError, UnknownPortal
 from ..settings import Settings
 from ._body import read_body
 from ._bulk import add_bulk_routes
-from ._errors import error_response, json_response, reduced_batch
+from ._errors import error_response, gateway_shape, json_response, reduced_batch
 from ._fast import FastPaths
 from ._frame import Frame, caller
+from ._idempotency import SendHook, keyed, once
 from ._install import add_install_routes
 from ._openapi import describe
 from ._parse import json_object, params_object, target
@@ -128,20 +130,28 @@ def create_app(
         with Frame("api", "/api/v1/call") as frame:
             who = await caller(request, gw)
             frame.who = who.client.name
-            payload = parse_call(await read_body(request, gw.settings.body_limit))
+            raw = await read_body(request, gw.settings.body_limit)
+            key = keyed(request, raw)
+            payload = parse_call(raw)
             method = payload.method
             frame.method = method if len(method) <= 100 else method[:100] + "…"
-            result = await gw.dispatcher.call(
-                who.client,
-                method,
-                payload.params,
-                portal_name=payload.portal,
-                domain=payload.domain,
-                address=who.address,
-            )
-            frame.served(result)
-            data = reduced_batch(result.body) if method.lower() == "batch" else result.body
-            return json_response({"success": True, "data": data})
+
+            async def run(on_send: SendHook | None) -> Response:
+                result = await gw.dispatcher.call(
+                    who.client,
+                    method,
+                    payload.params,
+                    portal_name=payload.portal,
+                    domain=payload.domain,
+                    address=who.address,
+                    on_send=on_send,
+                )
+                frame.served(result)
+                data = reduced_batch(result.body) if method.lower() == "batch" else result.body
+                return json_response({"success": True, "data": data})
+
+            reads = is_read(method, payload.params)
+            return await once(gw, frame, gateway_shape, key, who.client.id, reads=reads, run=run)
         return frame.refusal
 
     @app.get("/oauth/start", include_in_schema=False)

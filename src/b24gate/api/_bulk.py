@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
+from ..bitrix import is_read
 from ..core import (
     MAX_COMMANDS,
     MAX_PAGE_SIZE,
@@ -27,8 +28,9 @@ from ..core import (
 )
 from ..errors import B24GateError, RequestError
 from ._body import read_body
-from ._errors import dumps, error_body, json_response
+from ._errors import dumps, error_body, gateway_shape, json_response
 from ._frame import Frame, caller
+from ._idempotency import SendHook, keyed, once
 from ._parse import json_object, params_object, target
 
 _BATCH_FIELDS = frozenset({"portal", "domain", "commands"})
@@ -226,19 +228,30 @@ def add_bulk_routes(app: FastAPI) -> None:
             frame.method = "batch"
             who = await caller(request, gw)
             frame.who = who.client.name
-            payload = parse_batch(await read_body(request, gw.settings.body_limit))
+            raw = await read_body(request, gw.settings.body_limit)
+            key = keyed(request, raw)
+            payload = parse_batch(raw)
             frame.method = f"batch[{len(payload.commands)}]"
-            done = await run_commands(
-                gw.dispatcher,
-                who.client,
-                payload.commands,
-                portal_name=payload.portal,
-                domain=payload.domain,
-                address=who.address,
-            )
-            frame.served(done)
-            return json_response(
-                {"success": True, "results": [_entry(outcome) for outcome in done.outcomes]}
+
+            async def run(on_send: SendHook | None) -> Response:
+                # Raises only before anything is sent: the batch is admitted as a whole
+                # first, and each command's failure is its own entry of the answer.
+                done = await run_commands(
+                    gw.dispatcher,
+                    who.client,
+                    payload.commands,
+                    portal_name=payload.portal,
+                    domain=payload.domain,
+                    address=who.address,
+                )
+                frame.served(done)
+                return json_response(
+                    {"success": True, "results": [_entry(outcome) for outcome in done.outcomes]}
+                )
+
+            reads = all(is_read(c.method, c.params) for c in payload.commands)
+            return await once(
+                gw, frame, gateway_shape, key, who.client.id, reads=reads, run=run, hooked=False
             )
         return frame.refusal
 

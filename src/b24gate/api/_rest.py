@@ -36,12 +36,16 @@ from .._php import (
     unquote,
     unquote_bytes,
 )
+from ..bitrix import is_read
 from ..core import Gateway, bearer
 from ..errors import (
     B24GateError,
     BitrixError,
     BodyTooLarge,
     Forbidden,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    IdempotentOutcomeUnknown,
     InvalidJson,
     InvalidMethod,
     LockTimeout,
@@ -60,6 +64,7 @@ from ..errors import (
 from ._body import read_body
 from ._errors import Shape, bitrix_words, json_response, reduced_batch
 from ._frame import Caller, Frame, caller
+from ._idempotency import SendHook, keyed, once, split_query
 from ._parse import check_depth_yielding
 
 # The only look a request gets at what it sent before its key is checked: a search from the
@@ -261,6 +266,7 @@ class RestRequest:
     target: Target
     caller: Caller
     params: Params
+    body: bytes  # as sent (an idempotency key's fingerprint covers it)
 
 
 async def _caller(request: Request, gw: Gateway, key: str | None, *, in_url: bool) -> Caller:
@@ -294,13 +300,13 @@ async def _key_in_body(
     return _form_key(_text(raw)), None
 
 
-async def parse(request: Request, target: Target, gw: Gateway) -> RestRequest:
+async def parse(request: Request, target: Target, gw: Gateway, query: str) -> RestRequest:
     """Authenticate, then parse. The key comes from the path, the query string or the
     ``Authorization`` header without anything being parsed; only when it is in none of
     them is the body read for it. A request without a valid key costs a scan, never a
-    parse of what it sent."""
+    parse of what it sent. ``query``: the request's, its ``idempotency_key`` taken out
+    (:func:`._idempotency.split_query`): the gateway's parameter, never the portal's."""
     limit = gw.settings.body_limit
-    query = request.url.query
     query_key = _form_key(query)
     header_key = bearer(request.headers.get("authorization"))
     outside = [k for k in (target.path_key, query_key, header_key) if k is not None]
@@ -342,7 +348,7 @@ async def parse(request: Request, target: Target, gw: Gateway) -> RestRequest:
     ):
         raise RequestError("the client key is among the parameters; it is never sent on")
     # PHP's $_REQUEST: the body's values win over the query string's.
-    return RestRequest(target, who, {**from_query, **from_body})
+    return RestRequest(target, who, {**from_query, **from_body}, raw)
 
 
 def bitrix_error(exc: B24GateError, *, url_key: bool) -> tuple[int, str, str]:
@@ -373,7 +379,11 @@ def bitrix_error(exc: B24GateError, *, url_key: bool) -> tuple[int, str, str]:
         if isinstance(exc, InvalidMethod):
             return 404, "ERROR_METHOD_NOT_FOUND", "Method not found!"
         return 400, "INVALID_REQUEST", exc.message
-    if isinstance(exc, OutcomeUnknown):
+    if isinstance(exc, IdempotencyKeyReused):
+        return 422, "IDEMPOTENCY_KEY_REUSED", exc.message
+    if isinstance(exc, IdempotencyKeyInUse):
+        return 409, "IDEMPOTENCY_KEY_IN_USE", exc.message
+    if isinstance(exc, OutcomeUnknown | IdempotentOutcomeUnknown):
         # A 4xx on purpose: the clients retry every 5xx on their own, and a write that may
         # have been done must not be sent again blindly.
         return 409, "UPSTREAM_OUTCOME_UNKNOWN", exc.message
@@ -414,21 +424,30 @@ def add_rest_routes(app: FastAPI) -> None:
                 # gateway, which reads JSON, would lose the answer (a write done, reported
                 # as a failure).
                 raise RequestError("XML answers are not supported: use the .json suffix or none")
-            rest = await parse(request, target, gw)
+            query = split_query(request.url.query)
+            rest = await parse(request, target, gw, query.rest)
             frame.who = rest.caller.client.name
-            result = await gw.dispatcher.call(
-                rest.caller.client,
-                target.method,
-                rest.params,
-                portal_name=portal_name,
-                address=rest.caller.address,
-                v3=target.v3,
-            )
-            frame.served(result)
-            body = result.body
-            if not target.v3 and target.method.lower() == "batch":
-                body = reduced_batch(body)
-            return json_response(body)
+            key = keyed(request, rest.body, query)
+
+            async def run(on_send: SendHook | None) -> Response:
+                result = await gw.dispatcher.call(
+                    rest.caller.client,
+                    target.method,
+                    rest.params,
+                    portal_name=portal_name,
+                    address=rest.caller.address,
+                    v3=target.v3,
+                    on_send=on_send,
+                )
+                frame.served(result)
+                body = result.body
+                if not target.v3 and target.method.lower() == "batch":
+                    body = reduced_batch(body)
+                return json_response(body)
+
+            reads = is_read(target.method, rest.params)
+            client_id = rest.caller.client.id
+            return await once(gw, frame, shape, key, client_id, reads=reads, run=run)
         return frame.refusal
 
     async def rest_only(request: Request) -> Response:
