@@ -14,6 +14,8 @@
   :class:`RequestIdFilter` (which stamps each record with :data:`REQUEST_ID`, the id of
   the request being served) and :func:`fields_text` (``key=value`` pairs, quoted as a
   text line quotes them).
+- :func:`idempotency_fingerprint`: what makes two requests under one ``Idempotency-Key``
+  the same request, as the store keeps it.
 """
 
 from ._http_server import AccessLineRedactor, redact_target, server_config
@@ -29,6 +31,7 @@ from ._php import (
     parse_php_query,
     unquote,
 )
+from .api._idempotency import fingerprint as idempotency_fingerprint
 
 __all__ = [
     "MAX_INPUT_NESTING",
@@ -43,6 +46,7 @@ __all__ = [
     "TooManyVariables",
     "build_php_query",
     "fields_text",
+    "idempotency_fingerprint",
     "parse_php_pairs",
     "parse_php_query",
     "redact_target",

@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from b24gate.api._idempotency import fingerprint
 from b24gate.core import Gateway
 from b24gate.store import database_url, make_engine
+from b24gate.testing import idempotency_fingerprint as fingerprint
 
 from .conftest import MakeStack, Stack, ci, free_port, serve_gateway
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from b24gate.store import JobCommand
 
@@ -294,3 +295,45 @@ async def test_a_running_job_does_not_hold_up_its_clients_interactive_calls(
     await stack.http.post(
         f"/api/v1/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {key}"}
     )
+
+
+async def test_a_job_resubmitted_with_its_idempotency_key_is_the_same_job(
+    running: tuple[Stack, str],
+) -> None:
+    stack, key = running
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "exchange-2026-12-06"}
+    body = {"commands": adds(30)}
+    first = await stack.http.post("/api/v1/jobs", json=body, headers=headers)
+    again = await stack.http.post("/api/v1/jobs", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["job"]["id"] == first.json()["job"]["id"]
+    other = await stack.http.post("/api/v1/jobs", json={"commands": adds(31)}, headers=headers)
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
+    await finished(stack, key, first.json()["job"]["id"])
+    assert len(await deals(stack)) == 30  # one job's worth, not two
+
+
+async def test_a_submission_cut_off_after_the_job_was_stored_finds_that_job(
+    running: tuple[Stack, str],
+) -> None:
+    stack, key = running
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "nightly-42"}
+    body = {"commands": adds(20)}
+    first = await stack.http.post("/api/v1/jobs", json=body, headers=headers)
+    job_id = first.json()["job"]["id"]
+    # The gateway stopped after storing the job and before keeping its answer: the key's
+    # row is still `running`, its holder gone.
+    async with stack.gateway.store._engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE idempotency_keys SET state = 'running', response = NULL, "
+                "holder = 'gone', lease_until = 0"
+            )
+        )
+    again = await stack.http.post("/api/v1/jobs", json=body, headers=headers)
+    assert again.status_code == 202, again.text
+    assert again.json()["job"]["id"] == job_id
+    await finished(stack, key, job_id)
+    assert len(await deals(stack)) == 20

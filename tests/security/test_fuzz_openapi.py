@@ -280,7 +280,11 @@ def test_the_key_holder_got_past_admission(live: Live) -> None:
     if not keyed:
         pytest.skip("the key holder's run was not selected")
     for (op, with_key), statuses in sorted(live.statuses.items()):
+        # A job's id is 32 random hex digits: the fuzzer's are never a job, and 404
+        # `unknown_job` (given only once the key is accepted) is how far it gets.
+        through = (200, 202, 404) if "{job_id}" in op else (200, 202)
+        passed = sum(statuses[status] for status in through)
         if with_key:
-            assert statuses[200] > 0, f"{op}: no call got through: {dict(statuses)}"
+            assert passed > 0, f"{op}: no call got through: {dict(statuses)}"
         else:
-            assert statuses[200] == 0, f"{op}: anonymous calls got through: {dict(statuses)}"
+            assert passed == 0, f"{op}: anonymous calls got through: {dict(statuses)}"

@@ -28,6 +28,7 @@ from ._fast import FastPaths
 from ._frame import Frame, caller
 from ._idempotency import SendHook, keyed, once
 from ._install import add_install_routes
+from ._jobs import add_job_routes
 from ._openapi import describe
 from ._parse import json_object, params_object, target
 from ._rest import add_rest_routes
@@ -203,6 +204,7 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
 
     add_bulk_routes(app)
+    add_job_routes(app)
     add_rest_routes(app)
     add_install_routes(app)
 

@@ -5,6 +5,7 @@ does not exist, so ids cannot be probed)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
@@ -16,12 +17,13 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
 from ..core import MAX_JOB_COMMANDS, Gateway
-from ..errors import RequestError, UnknownJob
+from ..errors import RequestError, StoreConflict, UnknownJob
 from ..store import JobInfo, JobResult, NewJob
 from ._body import read_body
 from ._bulk import NDJSON, BatchCommand, _inlined, parse_commands
-from ._errors import dumps, json_response
+from ._errors import dumps, gateway_shape, json_response
 from ._frame import Frame, caller
+from ._idempotency import SendHook, keyed, once
 from ._parse import json_object, target
 
 _JOB_FIELDS = frozenset({"portal", "domain", "commands", "external_id"})
@@ -117,6 +119,25 @@ async def _all_results(gw: Gateway, job_id: str) -> AsyncIterator[bytes]:
         after = rows[-1].seq
 
 
+# The job's id in the path, and the results page's query, for the OpenAPI description.
+_JOB_ID_PARAMETER = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": _JOB_ID.pattern},
+}
+_PAGE_PARAMETERS = [
+    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": -1}},
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT},
+    },
+    {"name": "format", "in": "query", "schema": {"enum": ["json", "ndjson"]}},
+]
+_BY_ID = {"security": [{"clientKey": []}], "parameters": [_JOB_ID_PARAMETER]}
+
+
 def add_job_routes(app: FastAPI) -> None:
     @app.post(
         "/api/v1/jobs",
@@ -137,7 +158,9 @@ def add_job_routes(app: FastAPI) -> None:
         with Frame("api", "/api/v1/jobs") as frame:
             who = await caller(request, gw)
             frame.who = who.client.name
-            body = json_object(await read_body(request, gw.settings.job_body_limit), _JOB_FIELDS)
+            raw = await read_body(request, gw.settings.job_body_limit)
+            key = keyed(request, raw)
+            body = json_object(raw, _JOB_FIELDS)
             commands = parse_commands(body.get("commands"), MAX_JOB_COMMANDS)
             frame.method = f"jobs[{len(commands)}]"
             external_id = body.get("external_id")
@@ -146,17 +169,26 @@ def add_job_routes(app: FastAPI) -> None:
             ):
                 raise RequestError("`external_id` must be a field name such as ORIGIN_ID")
             portal_name, domain = target(body)
-            admitted = await gw.dispatcher.admit(
-                who.client,
-                [(c.method, c.params) for c in commands],
-                portal_name=portal_name,
-                domain=domain,
-                address=who.address,
-                entrance="bulk",
+            # With an Idempotency-Key the job's id follows from it: a submission cut off
+            # after the job was stored (the gateway stopped before its answer was kept)
+            # runs again and finds the job rather than making a second one.
+            job_id = (
+                secrets.token_hex(16)
+                if key is None
+                else hashlib.sha256(f"{who.client.id}:{key.key_hash}".encode()).hexdigest()[:32]
             )
-            info = await gw.store.jobs.create(
-                NewJob(
-                    id=secrets.token_hex(16),
+
+            async def run(_: SendHook | None) -> Response:
+                admitted = await gw.dispatcher.admit(
+                    who.client,
+                    [(c.method, c.params) for c in commands],
+                    portal_name=portal_name,
+                    domain=domain,
+                    address=who.address,
+                    entrance="bulk",
+                )
+                new = NewJob(
+                    id=job_id,
                     client_id=who.client.id,
                     portal_id=admitted.portal.id,
                     commands=[
@@ -165,17 +197,27 @@ def add_job_routes(app: FastAPI) -> None:
                     ],
                     external_id=external_id,
                     address=who.address,
-                ),
-                now=time.time(),
-            )
-            gw.jobs.notify()
-            frame.status = 202
-            return json_response(
-                {"success": True, "job": job_view(info, admitted.portal.name)}, 202
+                )
+                try:
+                    info = await gw.store.jobs.create(new, now=time.time())
+                except StoreConflict:
+                    found = await gw.store.jobs.get(job_id, who.client.id)
+                    if found is None:
+                        raise
+                    info = found
+                gw.jobs.notify()
+                frame.status = 202
+                return json_response(
+                    {"success": True, "job": job_view(info, admitted.portal.name)}, 202
+                )
+
+            # Storing a job is one transaction, and its id is the key's: it may run again.
+            return await once(
+                gw, frame, gateway_shape, key, who.client.id, reads=True, run=run, hooked=False
             )
         return frame.refusal
 
-    @app.get("/api/v1/jobs/{job_id}", openapi_extra={"security": [{"clientKey": []}]})
+    @app.get("/api/v1/jobs/{job_id}", openapi_extra=_BY_ID)
     async def job_state(request: Request) -> Response:
         """A job's state and progress: how many commands are in each state."""
         gw: Gateway = request.app.state.gateway
@@ -191,7 +233,7 @@ def add_job_routes(app: FastAPI) -> None:
 
     @app.get(
         "/api/v1/jobs/{job_id}/results",
-        openapi_extra={"security": [{"clientKey": []}]},
+        openapi_extra={**_BY_ID, "parameters": [_JOB_ID_PARAMETER, *_PAGE_PARAMETERS]},
         responses={200: {"content": {NDJSON: {}}}},
     )
     async def job_results(request: Request) -> Response:
@@ -227,7 +269,7 @@ def add_job_routes(app: FastAPI) -> None:
             )
         return frame.refusal
 
-    @app.post("/api/v1/jobs/{job_id}/cancel", openapi_extra={"security": [{"clientKey": []}]})
+    @app.post("/api/v1/jobs/{job_id}/cancel", openapi_extra=_BY_ID)
     async def cancel_job(request: Request) -> Response:
         """Cancel the commands not yet sent; those on their way finish and are recorded."""
         gw: Gateway = request.app.state.gateway

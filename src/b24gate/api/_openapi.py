@@ -303,12 +303,53 @@ _API_ANSWERS: dict[str, dict[str, Any]] = {
         },
     },
 }
+_JOB_VIEW: dict[str, Any] = {
+    "type": "object",
+    "description": "A job: its state and how many of its commands are in each state.",
+    "required": ["id", "state", "total", "counts", "done"],
+    "properties": {
+        "id": {"type": "string"},
+        "portal": {"type": "string"},
+        "state": {"enum": ["queued", "running", "done", "cancelled"]},
+        "total": {"type": "integer"},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "done": {"type": "integer"},
+        "external_id": {"type": ["string", "null"]},
+        "created_at": {"type": "number"},
+        "finished_at": {"type": ["number", "null"]},
+        "expires_at": {"type": ["number", "null"]},
+    },
+}
+_JOB_ANSWER: dict[str, Any] = {
+    "type": "object",
+    "required": ["success", "job"],
+    "properties": {"success": {"const": True}, "job": _JOB_VIEW},
+}
+_JOB_RESULTS: dict[str, Any] = {
+    "type": "object",
+    "description": "A page of the commands in order (`format=ndjson`: all of them, one a line).",
+    "required": ["success", "items", "next_after"],
+    "properties": {
+        "success": {"const": True},
+        "items": {"type": "array", "items": {"type": "object"}},
+        "next_after": {"type": ["integer", "null"]},
+    },
+}
+# The other answers of /api/v1/*: (path, verb) -> (success status, its JSON schema).
+_API_OTHER_ANSWERS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
+    ("/api/v1/jobs", "post"): ("202", _JOB_ANSWER),
+    ("/api/v1/jobs/{job_id}", "get"): ("200", _JOB_ANSWER),
+    ("/api/v1/jobs/{job_id}/results", "get"): ("200", _JOB_RESULTS),
+    ("/api/v1/jobs/{job_id}/cancel", "post"): ("200", _JOB_ANSWER),
+}
 _API_ERRORS = {
     "400": "The request is malformed (`invalid_json`, `invalid_request`, `invalid_method`).",
     "401": "No valid client key (`unauthorized`).",
     "403": "The key may not use this method or address.",
-    "404": "No such portal for this key (`unknown_portal`).",
-    "409": "The portal needs an administrator (`needs_authorization`).",
+    "404": "No such portal (`unknown_portal`) or job (`unknown_job`) for this key.",
+    "409": "The portal needs an administrator (`needs_authorization`), or an idempotency "
+    "key is in use or its first request's outcome is unknown.",
+    "422": "The idempotency key was used with another request (`idempotency_key_reused`).",
     "413": "The body is over the limit (`body_too_large`).",
     "429": "Over a limit (`rate_limited`); see `retry_after`.",
 }
@@ -329,13 +370,14 @@ def _name_methods(node: Any) -> None:
 
 
 def _describe_api(paths: dict[str, Any]) -> None:
-    for path, answer in _API_ANSWERS.items():
-        op = paths.get(path, {}).get("post")
+    answers = {(path, "post"): ("200", answer) for path, answer in _API_ANSWERS.items()}
+    for (path, verb), (status, answer) in {**answers, **_API_OTHER_ANSWERS}.items():
+        op = paths.get(path, {}).get(verb)
         if op is None:
             continue
         _name_methods(op.get("requestBody"))
         op.setdefault("tags", [_API_TAG])
-        ok = op["responses"].setdefault("200", {"description": "Successful Response"})
+        ok = op["responses"].setdefault(status, {"description": "Successful Response"})
         content = ok.setdefault("content", {})
         content[JSON] = {"schema": deepcopy(answer)}
         for status, text in _API_ERRORS.items():

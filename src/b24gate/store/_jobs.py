@@ -19,8 +19,10 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..errors import StoreConflict
 from ._crypto import Cipher
 from ._engine import Dialect, write_transaction
 from ._schema import job_commands as commands
@@ -125,6 +127,12 @@ class JobStore:
             }
             for seq, (method, params) in enumerate(job.commands)
         ]
+        try:
+            return await self._insert(job, rows, now)
+        except IntegrityError:
+            raise StoreConflict(f"a job {job.id} exists already") from None
+
+    async def _insert(self, job: NewJob, rows: list[dict[str, Any]], now: float) -> JobInfo:
         async with self._writing() as conn:
             await conn.execute(
                 jobs.insert().values(
