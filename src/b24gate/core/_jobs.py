@@ -307,6 +307,8 @@ class JobRunner:
         ):
             if isinstance(failed, Exception):
                 log.error("could not settle a command left behind", exc_info=failed)
+        for job_id in [j for j, task in self._drives.items() if task.done()]:
+            del self._drives[job_id]
         for job in await jobs.runnable(now=now):
             running = self._drives.get(job.id)
             if running is None or running.done():
