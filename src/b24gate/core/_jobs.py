@@ -307,8 +307,11 @@ class JobRunner:
         ):
             if isinstance(failed, Exception):
                 log.error("could not settle a command left behind", exc_info=failed)
-        for job_id in [j for j, task in self._drives.items() if task.done()]:
-            del self._drives[job_id]
+        for job_id, task in list(self._drives.items()):
+            if task.done():
+                del self._drives[job_id]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("job=%s stopped early", job_id, exc_info=task.exception())
         for job in await jobs.runnable(now=now):
             running = self._drives.get(job.id)
             if running is None or running.done():
