@@ -1,5 +1,6 @@
-"""Jobs and Idempotency-Key rows in the store, on SQLite and PostgreSQL: what replicas
-racing for them get, and what is kept sealed."""
+"""Durable jobs in the store, on SQLite and PostgreSQL: what replicas racing for commands
+get, when a job ends, and what is kept sealed (Idempotency-Key rows:
+test_idempotency_store.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from b24gate.store import NewJob, Store, StoredAnswer
+from b24gate.store import NewJob, Store
 
 from .conftest import new_portal
 
@@ -118,53 +119,3 @@ async def test_the_last_answer_ends_the_job_and_purge_removes_it(
     async with raw.connect() as conn:
         assert await conn.scalar(sa.text("SELECT count(*) FROM job_commands")) == 0
     assert await store.jobs.get(job_id) is None
-
-
-async def test_racing_begins_give_one_new_and_the_answer_replays_sealed(
-    store: Store, raw: AsyncEngine
-) -> None:
-    client_id, _ = await ids(store)
-    keys = store.idempotency
-    now = time.time()
-    begun = await asyncio.gather(
-        *(
-            keys.begin(client_id, "k" * 64, "f1", holder=f"p{i}", now=now, lease=5, ttl=60)
-            for i in range(5)
-        )
-    )
-    assert sorted(b.kind for b in begun) == ["new", "running", "running", "running", "running"]
-    winner = f"p{[b.kind for b in begun].index('new')}"
-    answer = StoredAnswer(200, "application/json", b'{"secret-answer":1}')
-    await keys.finish(client_id, "k" * 64, answer, holder=winner, now=now, ttl=60)
-    again = await keys.begin(client_id, "k" * 64, "f1", holder="x", now=now, lease=5, ttl=60)
-    assert (again.kind, again.answer) == ("replay", answer)
-    other = await keys.begin(client_id, "k" * 64, "f2", holder="x", now=now, lease=5, ttl=60)
-    assert other.kind == "mismatch"
-    async with raw.connect() as conn:
-        sealed = await conn.scalar(sa.text("SELECT response FROM idempotency_keys"))
-    assert b"secret-answer" not in bytes(sealed)
-    # Past its expiry the key is free again, and purge removes what expired.
-    later = await keys.begin(client_id, "k" * 64, "f2", holder="x", now=now + 61, lease=5, ttl=60)
-    assert later.kind == "new"
-    assert await keys.purge(now + 200) == 1
-
-
-async def test_a_key_whose_holder_died_is_abandoned_and_taken_over_once(store: Store) -> None:
-    client_id, _ = await ids(store)
-    keys = store.idempotency
-    now = time.time()
-    assert (
-        await keys.begin(client_id, "k", "f", holder="d", now=now, lease=1, ttl=60)
-    ).kind == "new"
-    late = now + 2
-    assert (await keys.begin(client_id, "k", "f", holder="x", now=late, lease=5, ttl=60)).kind == (
-        "abandoned"
-    )
-    wins = await asyncio.gather(
-        *(keys.take_over(client_id, "k", holder=f"r{i}", now=late, lease=5) for i in range(3))
-    )
-    assert sorted(wins) == [False, False, True]
-    await keys.release(client_id, "k", holder=f"r{wins.index(True)}")
-    assert (await keys.begin(client_id, "k", "f", holder="y", now=late, lease=5, ttl=60)).kind == (
-        "new"
-    )

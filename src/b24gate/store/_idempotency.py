@@ -9,6 +9,7 @@ the state it expects.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -148,13 +149,7 @@ class IdempotencyStore:
     ) -> None:
         """Keep the first request's answer, sealed, for ``ttl`` seconds."""
         sealed = self._cipher.encrypt(
-            orjson.dumps(
-                {
-                    "status": answer.status,
-                    "content_type": answer.content_type,
-                    "body": answer.body.decode("utf-8", "surrogateescape"),
-                }
-            ).decode(),
+            orjson.dumps(_packed(answer)).decode(),
             table="idempotency_keys",
             row=f"{client_id}:{key_hash}",
             column="response",
@@ -192,8 +187,21 @@ class IdempotencyStore:
                 sealed, table="idempotency_keys", row=f"{client_id}:{key_hash}", column="response"
             )
         )
-        return StoredAnswer(
-            int(opened["status"]),
-            str(opened["content_type"]),
-            str(opened["body"]).encode("utf-8", "surrogateescape"),
-        )
+        if "body_b64" in opened:
+            body = base64.b64decode(opened["body_b64"])
+        else:
+            body = str(opened["body"]).encode("utf-8", "surrogateescape")
+        return StoredAnswer(int(opened["status"]), str(opened["content_type"]), body)
+
+
+def _packed(answer: StoredAnswer) -> dict[str, Any]:
+    """The answer as JSON can carry it: the body as text when it is UTF-8 (every JSON
+    answer), else as base64. Not every body is (an upstream's error page in another
+    charset), and JSON cannot carry lone surrogates: such an answer would not be kept, and
+    a retry would get 409 outcome_unknown instead of its replay."""
+    packed: dict[str, Any] = {"status": answer.status, "content_type": answer.content_type}
+    try:
+        packed["body"] = answer.body.decode("utf-8")
+    except UnicodeDecodeError:
+        packed["body_b64"] = base64.b64encode(answer.body).decode("ascii")
+    return packed
