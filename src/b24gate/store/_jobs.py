@@ -117,6 +117,7 @@ class JobStore:
 
     async def create(self, job: NewJob, *, now: float) -> JobInfo:
         """Store a job and its commands, all or nothing."""
+        _check_lengths(job)
         rows = [
             {
                 "job_id": job.id,
@@ -234,20 +235,25 @@ class JobStore:
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds its write lock
         )
-        take = (
-            commands.update()
-            .where(commands.c.job_id == job_id, commands.c.seq.in_(free.scalar_subquery()))
-            .values(holder=holder, lease_until=now + lease)
-            .returning(commands.c.seq, commands.c.method, commands.c.params, commands.c.sent_at)
-        )
+        # Two statements, not UPDATE ... WHERE seq IN (that SELECT): PostgreSQL may run the
+        # subquery again for every row of a nested-loop semi-join, each run skipping the
+        # rows the UPDATE itself has just changed, and so hold the whole job, not `limit`.
         async with self._writing() as conn:
+            seqs = list((await conn.scalars(free)).all())
+            if not seqs:
+                return []
+            take = (
+                commands.update()
+                .where(commands.c.job_id == job_id, commands.c.seq.in_(seqs))
+                .values(holder=holder, lease_until=now + lease)
+                .returning(commands.c.seq, commands.c.method, commands.c.params, commands.c.sent_at)
+            )
             rows = (await conn.execute(take)).all()
-            if rows:
-                await conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job_id, jobs.c.state == "queued")
-                    .values(state="running", updated_at=now)
-                )
+            await conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.state == "queued")
+                .values(state="running", updated_at=now)
+            )
         return sorted(
             (
                 JobCommand(
@@ -426,6 +432,11 @@ class JobStore:
     async def _end_if_complete(
         self, conn: AsyncConnection, job_id: str, now: float, retention: float
     ) -> None:
+        # The job's row locked first (PostgreSQL; SQLite's writers take turns anyway): two
+        # replicas recording the job's last two commands at once each count the other's as
+        # still open, and neither would end the job. Locked, the second counts after the
+        # first has committed.
+        await conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
         open_ = await conn.scalar(
             sa.select(sa.func.count())
             .select_from(commands)
@@ -472,6 +483,20 @@ class JobStore:
             finished_at=row.finished_at,
             expires_at=row.expires_at,
         )
+
+
+def _check_lengths(job: NewJob) -> None:
+    """PostgreSQL would refuse an over-long string (a DataError mid-insert) and SQLite would
+    keep it: refused here, the same way on both (as store/_store.py does for its tables)."""
+    limits = (
+        ("method", commands.c.method, max((len(m) for m, _ in job.commands), default=0)),
+        ("external_id", jobs.c.external_id, len(job.external_id or "")),
+        ("address", jobs.c.address, len(job.address or "")),
+    )
+    for name, column, length in limits:
+        allowed = column.type.length if isinstance(column.type, sa.String) else None
+        if allowed is not None and length > allowed:
+            raise ValueError(f"{name} is longer than {allowed} characters")
 
 
 def _runnable(row: sa.Row[Any]) -> Runnable:

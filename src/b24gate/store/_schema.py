@@ -1,8 +1,9 @@
-"""The tables of the store: one MetaData that the migrations (0001-0004) create exactly.
+"""The tables of the store: one MetaData that the migrations (0001-0005) create exactly.
 
 Secret columns (``client_secret``, ``webhook_url``, ``application_token``, ``access_token``,
-``refresh_token``, ``meta.value``) hold blobs sealed by :class:`~b24gate.store._crypto.Cipher`;
-client keys are only hashed.
+``refresh_token``, ``meta.value``, and what callers send and get: ``idempotency_keys.response``,
+``job_commands.params`` and ``job_commands.result``) hold blobs sealed by
+:class:`~b24gate.store._crypto.Cipher`; client keys and Idempotency-Keys are only hashed.
 """
 
 from __future__ import annotations
