@@ -160,6 +160,7 @@ async def test_a_forbidden_command_refuses_the_whole_job_before_anything_runs(
         ({"commands": []}, "invalid_request"),
         ({"commands": [{"method": "crm.deal.add"}], "external_id": "a b"}, "invalid_request"),
         ({"commands": [{"method": "crm/../x"}]}, "invalid_method"),
+        ({"commands": [{"method": "crm." + "x" * 300}]}, "invalid_method"),
         ({"commands": [{"method": "crm.deal.add", "params": []}]}, "invalid_request"),
     ],
 )

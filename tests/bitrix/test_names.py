@@ -45,6 +45,7 @@ def test_valid_method_names(name: str) -> None:
         "crm.deal.list\n",  # "$" alone would let a trailing newline through
         "сделка.list",
         "a%2Fb",
+        "crm." + "x" * 252,  # 256 characters: past what the store keeps
     ],
 )
 def test_invalid_method_names(name: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+# The longest name taken: Bitrix24's longest run to some 60 characters; the store keeps 255.
+MAX_METHOD_LENGTH = 255
 
 # Last segments of methods that only read (compared lower-cased: Bitrix24 method names are
 # case-insensitive). Exact matches only: `getExternalLink` starts with "get" and creates a link.
@@ -28,10 +30,15 @@ _FORMATS = frozenset({"json", "xml"})
 
 def valid_method(name: str) -> bool:
     """True when ``name`` is a method name docs/design.md §5.2 allows (no ``/``, ``?``,
-    ``..``, spaces) and exactly the method Bitrix24 runs for it (no last segment ``json``
-    or ``xml``, in any case: Bitrix24 would drop it)."""
+    ``..``, spaces, at most :data:`MAX_METHOD_LENGTH` characters) and exactly the method
+    Bitrix24 runs for it (no last segment ``json`` or ``xml``, in any case: Bitrix24 would
+    drop it)."""
     # fullmatch, not match: "$" also matches before a trailing newline.
-    if not isinstance(name, str) or METHOD_NAME.fullmatch(name) is None:
+    if (
+        not isinstance(name, str)
+        or len(name) > MAX_METHOD_LENGTH
+        or METHOD_NAME.fullmatch(name) is None
+    ):
         return False
     return name.rsplit(".", 1)[-1].lower() not in _FORMATS
 
