@@ -54,11 +54,12 @@ class Settings(BaseSettings):
     idempotency_wait: float = Field(10.0, ge=0)
     # Jobs: how long a replica's hold on the commands it works on lasts without renewal (a
     # replica that died leaves them to the others after this), how long a finished job and
-    # its results are kept, and how long after a write was sent the external-id lookup may
-    # settle it (a request still running at Bitrix24 must not be missed).
+    # its results are kept, and how long after a write was sent (or, in the process that
+    # sent it, its request failed) the external-id lookup may settle it: above our own
+    # upstream_timeout, so that a request still running at Bitrix24 is not missed.
     job_lease: float = Field(30.0, gt=0)
     job_retention: float = Field(7 * 24 * 3600.0, gt=0)
-    job_settle_after: float = Field(60.0, ge=0)
+    job_settle_after: float = Field(120.0, ge=0)
     # The largest body POST /api/v1/jobs reads (up to 50,000 commands).
     job_body_limit: int = Field(64 * 1024 * 1024, gt=0)
 

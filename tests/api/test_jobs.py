@@ -338,3 +338,42 @@ async def test_a_submission_cut_off_after_the_job_was_stored_finds_that_job(
     assert again.json()["job"]["id"] == job_id
     await finished(stack, key, job_id)
     assert len(await deals(stack)) == 20
+
+
+async def test_a_key_revoked_mid_job_sends_nothing_more(make_stack: MakeStack) -> None:
+    stack, key = await connected(await make_stack({"rate": 2, "burst": 2}), rate=2, burst=2)
+    stack.gateway.start_background()
+    job_id = (await submit(stack, key, adds(600))).json()["job"]["id"]
+    async with asyncio.timeout(10):
+        while (await job(stack, key, job_id))["counts"]["ok"] == 0:  # noqa: ASYNC110 - the store
+            await asyncio.sleep(0.05)
+    assert await stack.gateway.store.revoke_client("erp")
+    revoked_at = len(await deals(stack))
+    info = None
+    async with asyncio.timeout(30):
+        while info is None or info.finished_at is None:
+            await asyncio.sleep(0.1)
+            info = await stack.gateway.store.jobs.get(job_id)
+    # At most the request on its way at the revocation (50 deals) was made after it.
+    made = len(await deals(stack))
+    assert made - revoked_at <= 50
+    assert info.counts["ok"] == made
+    assert info.counts["error"] == 600 - made
+    rows = await stack.gateway.store.jobs.results(job_id, after=599 - 1, limit=1)
+    assert rows[0].result is not None
+    assert rows[0].result["error"]["code"] == "forbidden"
+
+
+async def test_a_request_refused_for_the_rate_limit_is_sent_again(
+    running: tuple[Stack, str],
+) -> None:
+    """Bitrix24 refuses a request unexecuted (503 QUERY_LIMIT_EXCEEDED): its commands, marked
+    sent already, go again and the job ends with each deal made once."""
+    stack, key = running
+    await stack.control.post("/_sandbox/faults", json={"kind": "503", "count": 2})
+    job_id = (await submit(stack, key, adds(120))).json()["job"]["id"]
+    view = await finished(stack, key, job_id)
+    await stack.control.delete("/_sandbox/faults")
+    assert view["counts"]["ok"] == 120
+    for i, item in enumerate(await results(stack, key, job_id)):
+        assert [d["ID"] for d in await deals(stack, f"d{i}")] == [str(item["result"])]

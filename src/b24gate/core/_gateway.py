@@ -112,7 +112,7 @@ class Gateway:
             connector=Connector(store, oauth, tokens, settings.public_url),
             installer=Installer(store, oauth, tokens, rest),
             holder=holder,
-            jobs=JobRunner(store, dispatcher, settings, holder),
+            jobs=JobRunner(store, dispatcher, settings, holder, reads),
         )
 
     def start_background(self) -> None:

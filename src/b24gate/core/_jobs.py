@@ -33,8 +33,9 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from ..bitrix import is_read
@@ -54,7 +55,7 @@ from ..errors import (
     UpstreamUnreachable,
 )
 from ..settings import Settings
-from ..store import Client, JobCommand, Portal, Runnable, Store
+from ..store import Client, JobCommand, Portal, ReadCache, Runnable, Store
 from ._bulk import window
 from ._dispatcher import Dispatcher
 
@@ -65,6 +66,9 @@ MAX_JOB_COMMANDS = 50_000
 POLL = 1.0
 # The longest pause before a command refused unexecuted is tried again.
 MAX_PAUSE = 30.0
+REVOKED = "the job's client key was revoked"
+# How often a lookup refused unexecuted is tried before the write is left unknown.
+LOOKUP_ATTEMPTS = 5
 # Recorded answers are written together: at most this many, or after this long.
 RECORD_BATCH = 200
 RECORD_EVERY = 0.1
@@ -137,8 +141,11 @@ class _Marks:
     runs the ``on_send`` hooks of a request's calls together, so they arrive in one turn of
     the loop and the first one's write carries them all."""
 
-    def __init__(self, store: Store, job_id: str, holder: str) -> None:
+    def __init__(
+        self, store: Store, job_id: str, holder: str, allowed: Callable[[], Awaitable[bool]]
+    ) -> None:
         self._store = store
+        self._allowed = allowed
         self._job_id = job_id
         self._holder = holder
         self._waiting: list[int] = []
@@ -156,11 +163,20 @@ class _Marks:
     async def _write(self) -> set[int]:
         await asyncio.sleep(0)  # the other hooks of the request join
         seqs, self._waiting, self._flush = self._waiting, [], None
+        # The key as it is now, once a request: a key revoked mid-job sends nothing more.
+        if not await self._allowed():
+            raise Forbidden(REVOKED)
+        # A request Bitrix24 refused unexecuted (QUERY_LIMIT_EXCEEDED) is sent again: its
+        # commands are marked already, and still held by this process.
+        again = {seq for seq in seqs if seq in self.sent}
+        fresh = [seq for seq in seqs if seq not in again]
+        if not fresh:
+            return again
         now = time.time()
-        marked = await self._store.jobs.mark_sent(self._job_id, seqs, holder=self._holder, now=now)
+        marked = await self._store.jobs.mark_sent(self._job_id, fresh, holder=self._holder, now=now)
         for seq in marked:
             self.sent[seq] = now
-        return set(marked)
+        return again | set(marked)
 
 
 class NotMarked(Exception):
@@ -226,11 +242,13 @@ class JobRunner:
         dispatcher: Dispatcher,
         settings: Settings,
         holder: str,
+        reads: ReadCache,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._dispatcher = dispatcher
+        self._reads = reads
         self._lease = settings.job_lease
         self._retention = settings.job_retention
         self._settle_after = settings.job_settle_after
@@ -338,7 +356,7 @@ class JobRunner:
             await self._give_up(job, "the job's client key was revoked or its portal removed")
             return
         client, portal = context
-        marks = _Marks(self._store, job.id, self._holder)
+        marks = _Marks(self._store, job.id, self._holder, partial(self._allowed, client))
         recorder = _Recorder(self._store, job.id, self._holder, self._retention)
         writer = asyncio.create_task(recorder.run())
         held: list[JobCommand] = []
@@ -357,7 +375,7 @@ class JobRunner:
                     # Each claim as the key is now: a key revoked mid-job stops the job.
                     current = await self._store.client_by_id(job.client_id)
                     if current is None:
-                        await self._give_up(job, "the job's client key was revoked")
+                        await self._give_up(job, REVOKED)
                         return None
                     client = current
                     held.extend(
@@ -393,6 +411,12 @@ class JobRunner:
                 await writer
             await recorder.close()
 
+    async def _allowed(self, client: Client) -> bool:
+        """Whether ``client``'s key is still valid (the gateway's cached reads, refreshed
+        whenever the store changed)."""
+        await self._reads.refresh()
+        return await self._reads.client_by_key_id(client.key_id) is not None
+
     async def _one(
         self,
         job: Runnable,
@@ -427,9 +451,10 @@ class JobRunner:
                 return 0.0
             if outcome == "retry" or is_read(command.method, command.params):
                 self._requeue(job.id, command.seq)
-                return min(MAX_PAUSE, getattr(exc, "retry_after", 0.0) or 1.0)
-            sent_at = marks.sent.get(command.seq, self._clock())
-            self._settle_later(job, client, portal, command, sent_at, error, recorder)
+                return pause_after(exc)
+            # The lookup waits from now, when this process stopped waiting for the answer:
+            # the request may still run at Bitrix24.
+            self._settle_later(job, client, portal, command, self._clock(), error, recorder)
             return 0.0
         recorder.add(command.seq, "ok", success(done.body))
         return 0.0
@@ -460,18 +485,19 @@ class JobRunner:
         client: Client,
         portal: Portal,
         command: JobCommand,
-        sent_at: float,
+        since: float,
         error: B24GateError,
         recorder: _Recorder,
     ) -> None:
-        """A write whose outcome is open: look it up once it cannot still be running at
-        Bitrix24 (external id), or record it ``unknown``."""
+        """A write whose outcome is open: look it up (external id) ``job_settle_after``
+        after ``since``, when it cannot still be running at Bitrix24, or record it
+        ``unknown``."""
         if lookup_of(job, command) is None:
             recorder.add(command.seq, "unknown", failure(error))
             return
 
         async def later() -> None:
-            await asyncio.sleep(max(0.0, sent_at + self._settle_after - self._clock()))
+            await asyncio.sleep(max(0.0, since + self._settle_after - self._clock()))
             await self._settle(job, client, portal, command, error)
 
         self._background(later())
@@ -518,20 +544,28 @@ class JobRunner:
         assert job.external_id is not None
         method, params = query
         value = params["filter"][f"={job.external_id}"]
-        try:
-            found = await self._dispatcher.call(
-                client, method, params, portal_name=portal.name, address=job.address
-            )
-            record_id = found_id(found.body.get("result"), job.external_id, value)
-        except Exception as exc:
-            log.warning(
-                "job=%s command %d: the external-id lookup failed (%s); outcome unknown",
-                job.id,
-                command.seq,
-                type(exc).__name__,
-            )
-            await self._record(job, command.seq, "unknown", failure(error))
-            return
+        for attempt in range(1, LOOKUP_ATTEMPTS + 1):
+            try:
+                found = await self._dispatcher.call(
+                    client, method, params, portal_name=portal.name, address=job.address
+                )
+                record_id = found_id(found.body.get("result"), job.external_id, value)
+                break
+            except Exception as exc:
+                # A lookup refused unexecuted (the budget, a token being renewed) is tried
+                # again; one that cannot answer (no permission, an entity it cannot
+                # search) leaves the outcome unknown.
+                if attempt < LOOKUP_ATTEMPTS and verdict(exc, sent=True) == "retry":
+                    await asyncio.sleep(pause_after(exc))
+                    continue
+                log.warning(
+                    "job=%s command %d: the external-id lookup failed (%s); outcome unknown",
+                    job.id,
+                    command.seq,
+                    type(exc).__name__,
+                )
+                await self._record(job, command.seq, "unknown", failure(error))
+                return
         if record_id is None:
             await self._store.jobs.requeue(job.id, [command.seq], holder=self._holder)
             self.notify()
@@ -561,6 +595,15 @@ class JobRunner:
                 now=self._clock(),
                 retention=self._retention,
             )
+
+
+def pause_after(exc: BaseException) -> float:
+    """How long to wait before trying again what was refused unexecuted: Bitrix24's (or our
+    queue's) ``retry_after``; long for a portal that waits for an administrator."""
+    wait = getattr(exc, "retry_after", None)
+    if isinstance(wait, int | float) and wait > 0:
+        return min(MAX_PAUSE, float(wait))
+    return MAX_PAUSE if isinstance(exc, NeedsAuthorization) else 1.0
 
 
 def lookup_of(job: Runnable, command: JobCommand) -> tuple[str, dict[str, Any]] | None:
