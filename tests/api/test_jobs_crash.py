@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,23 @@ from .test_jobs import adds, connected, deals, finished, results, submit
 def start_serve(data_dir: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "B24GATE_DATA_DIR": str(data_dir), **env_extra}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "b24gate", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # Its log is kept beside its data, and shown when a test fails (see serve_logs).
+    with (data_dir / f"serve-{port}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "b24gate", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(autouse=True)
+def serve_logs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """The serve processes' logs, printed (and so shown by pytest) after a test."""
+    yield
+    for log in sorted(tmp_path.rglob("serve-*.log")):
+        print(f"== {log.name}\n{log.read_text(errors='replace')[-20_000:]}")
 
 
 async def ready(url: str, within: float = 30) -> None:
