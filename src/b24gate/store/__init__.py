@@ -18,6 +18,7 @@ from ._engine import (
     upgrade,
     write_transaction,
 )
+from ._events import Event, EventStore, Head, NewEvent, Subscription
 from ._idempotency import Begun, IdempotencyStore, StoredAnswer
 from ._jobs import JobCommand, JobInfo, JobResult, JobStore, NewJob, Runnable
 from ._keyfile import load_master_key
@@ -41,13 +42,17 @@ __all__ = [
     "ChangeWatch",
     "Cipher",
     "Client",
+    "Event",
+    "EventStore",
     "Grant",
+    "Head",
     "IdempotencyStore",
     "JobCommand",
     "JobInfo",
     "JobResult",
     "JobStore",
     "LockTimeout",
+    "NewEvent",
     "NewJob",
     "NewPortal",
     "Portal",
@@ -59,6 +64,7 @@ __all__ = [
     "Store",
     "StoreConflict",
     "StoredAnswer",
+    "Subscription",
     "TokenMethod",
     "database_url",
     "key_id",

@@ -49,6 +49,7 @@ def _lock_key(name: str) -> int:
 # Advisory locks take (namespace, id): our namespace keeps them apart from other programs'.
 MIGRATION_LOCK = (_lock_key("b24gate-migrations"), 0)
 REFRESH_LOCK_NAMESPACE = _lock_key("b24gate-refresh")
+EVENTS_LOCK_NAMESPACE = _lock_key("b24gate-events")
 
 
 def database_url(data_dir: Path, url: str | None) -> str:

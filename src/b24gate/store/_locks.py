@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import LockTimeout
-from ._engine import REFRESH_LOCK_NAMESPACE, dialect_of, write_transaction
+from ._engine import EVENTS_LOCK_NAMESPACE, REFRESH_LOCK_NAMESPACE, dialect_of, write_transaction
 from ._schema import leases
 
 logger = logging.getLogger("b24gate.store")
@@ -41,6 +41,17 @@ def refresh_lock(
     if dialect_of(engine) == "postgresql":
         return _advisory_lock(engine, REFRESH_LOCK_NAMESPACE, portal_id, wait, what)
     return _lease(engine, f"refresh:{portal_id}", wait, lease, what)
+
+
+def drain_lock(
+    engine: AsyncEngine, portal_id: int, lease: float
+) -> AbstractAsyncContextManager[None]:
+    """One replica at a time drains a portal's offline events; the others skip it
+    (:class:`LockTimeout` at once). ``lease``: as for :func:`refresh_lock`."""
+    what = f"the offline events of portal {portal_id}"
+    if dialect_of(engine) == "postgresql":
+        return _advisory_lock(engine, EVENTS_LOCK_NAMESPACE, portal_id, 0.0, what)
+    return _lease(engine, f"events:{portal_id}", 0.0, lease, what)
 
 
 def _timeout(what: str, wait: float) -> LockTimeout:

@@ -1,8 +1,9 @@
-"""The tables of the store: one MetaData that the migrations (0001-0005) create exactly.
+"""The tables of the store: one MetaData that the migrations (0001-0006) create exactly.
 
 Secret columns (``client_secret``, ``webhook_url``, ``application_token``, ``access_token``,
 ``refresh_token``, ``meta.value``, and what callers send and get: ``idempotency_keys.response``,
-``job_commands.params`` and ``job_commands.result``) hold blobs sealed by
+``job_commands.params`` and ``job_commands.result``, ``events.data`` and
+``event_heads.handler_secret``) hold blobs sealed by
 :class:`~b24gate.store._crypto.Cipher`; client keys and Idempotency-Keys are only hashed.
 """
 
@@ -58,6 +59,9 @@ portals = sa.Table(
     # Migration 0004: the administrator lets the app's install event connect this portal
     # while it has no member_id yet (never connected); off, only `portal authorize` does.
     sa.Column("connect_by_install", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Migration 0006: with offline event subscriptions, the channel (auth_connector) that
+    # the gateway's own writes carry, so they do not come back through the offline queue.
+    sa.Column("auth_connector", sa.String(64), nullable=True),
     # AUTOINCREMENT: an id is never reused, so nothing keyed by a deleted portal's id
     # (an advisory lock, a log line) can be mistaken for a new portal.
     sqlite_autoincrement=True,
@@ -88,6 +92,8 @@ clients = sa.Table(
     sa.Column("allow_url_key", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
+    # Migration 0006: the event names (patterns) the key may read; empty: none.
+    sa.Column("events", sa.Text, nullable=False, server_default=""),
     sqlite_autoincrement=True,
 )
 
@@ -199,4 +205,56 @@ job_commands = sa.Table(
     sa.Column("done_at", sa.Float, nullable=True),
     sa.Index("ix_job_commands_job_state_seq", "job_id", "state", "seq"),
     sa.Index("ix_job_commands_state_lease", "state", "lease_until"),
+)
+
+# Migration 0006: Bitrix24's events (docs/events.md). Quiet writes, as for jobs.
+
+event_subscriptions = sa.Table(
+    "event_subscriptions",
+    metadata,
+    sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
+    sa.Column("event", sa.String(64), primary_key=True),
+    sa.Column("mode", sa.String(8), nullable=False),  # online | offline
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# A portal's log: the last number handed out (its row is the append lock), the highest
+# number purged, and its online handler's secret (sealed; found by its hash).
+event_heads = sa.Table(
+    "event_heads",
+    metadata,
+    sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("purged_seq", sa.BigInteger, nullable=False),
+    sa.Column("handler_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("handler_secret", sa.LargeBinary, nullable=True),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),  # sealed JSON
+    sa.Column("ts", sa.Float, nullable=True),
+    sa.Column("source", sa.String(8), nullable=False),  # online | offline
+    sa.Column("origin", sa.String(128), nullable=True),
+    sa.Column("received_at", sa.Float, nullable=False, index=True),
+    sa.UniqueConstraint("portal_id", "origin", name="uq_events_portal_id_origin"),
+)
+
+event_cursors = sa.Table(
+    "event_cursors",
+    metadata,
+    sa.Column(
+        "client_id",
+        sa.Integer,
+        sa.ForeignKey("clients.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )

@@ -41,6 +41,7 @@ from ._engine import (
     upgrade,
     write_transaction,
 )
+from ._events import EventStore
 from ._idempotency import IdempotencyStore
 from ._jobs import JobStore
 from ._locks import refresh_lock
@@ -114,6 +115,8 @@ class Portal:
     burst: int = _DEFAULT_BUDGET.burst
     # The app's install event may connect the portal while it has no member_id yet.
     connect_by_install: bool = False
+    # With offline event subscriptions: the channel the gateway's own writes carry.
+    auth_connector: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,8 @@ class Grant:
 
 @dataclass(frozen=True)
 class Client:
-    """A client API key's record; empty ``methods`` or ``ips`` allow any."""
+    """A client API key's record; empty ``methods`` or ``ips`` allow any, empty ``events``
+    none."""
 
     id: int
     name: str
@@ -143,6 +147,7 @@ class Client:
     portals: tuple[str, ...]
     created_at: float
     revoked_at: float | None
+    events: tuple[str, ...] = ()
 
 
 class PortalChanges(TypedDict, total=False):
@@ -166,6 +171,7 @@ class PortalChanges(TypedDict, total=False):
     rate: float
     burst: int
     connect_by_install: bool
+    auth_connector: str | None
 
 
 _CHANGEABLE: Final = frozenset(PortalChanges.__annotations__)
@@ -177,6 +183,7 @@ _NULLABLE: Final = frozenset(
         "state_reason",
         "webhook_url",
         "application_token",
+        "auth_connector",
     }
 )
 # Portal columns sealed with the portal's name and the column's name as associated data.
@@ -194,6 +201,7 @@ class Store:
         # Rows no cache holds, written quietly: Idempotency-Key answers and durable jobs.
         self.idempotency = IdempotencyStore(engine, cipher, self._dialect)
         self.jobs = JobStore(engine, cipher, self._dialect)
+        self.events = EventStore(engine, cipher, self._dialect)
 
     @classmethod
     async def open(cls, url: str, cipher: Cipher) -> Store:
@@ -493,6 +501,7 @@ class Store:
         methods: Sequence[str] = (),
         ips: Sequence[str] = (),
         allow_url_key: bool = False,
+        events: Sequence[str] = (),
     ) -> Client:
         """Register a client key (its hash only). Raises :class:`StoreConflict` on a taken
         name or key id, or a portal that does not exist."""
@@ -509,6 +518,7 @@ class Store:
             "ips": _join("ips", ips),
             "allow_url_key": allow_url_key,
             "created_at": time.time(),
+            "events": _join("events", events),
         }
         _check_lengths(clients, values)
         try:
@@ -538,6 +548,7 @@ class Store:
             portals=tuple(wanted),
             created_at=values["created_at"],
             revoked_at=None,
+            events=_split(values["events"]),
         )
 
     async def client_by_key_id(self, key_id: str) -> Client | None:
@@ -694,6 +705,7 @@ class Store:
                 portals=tuple(names.get(row.id, ())),
                 created_at=row.created_at,
                 revoked_at=row.revoked_at,
+                events=_split(row.events),
             )
             for row in rows
         ]
