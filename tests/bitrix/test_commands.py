@@ -15,6 +15,7 @@ from b24gate.bitrix import (
     is_read,
     parse_batch,
     parse_command,
+    with_auth_connector,
 )
 from b24gate.errors import InvalidBatch, RequestError
 from b24gate.testing import parse_php_query
@@ -218,3 +219,44 @@ def test_a_batch_the_gateway_writes_is_read_back_as_the_calls_it_packed() -> Non
     assert [(c.key, c.method) for c in batch.commands] == [(k, m) for k, (m, _) in calls.items()]
     for command in batch.commands:
         assert parse_php_query(command.query) == calls[command.key][1]
+
+
+# -- auth_connector: the gateway's own writes stay out of its offline queue ----------------
+
+
+def test_a_write_carries_the_connector_and_a_read_does_not() -> None:
+    assert with_auth_connector("crm.deal.update", {"id": 1}, "b24gate") == {
+        "id": 1,
+        "auth_connector": "b24gate",
+    }
+    assert with_auth_connector("crm.deal.list", {"filter": {}}, "b24gate") == {"filter": {}}
+    # event.* manage the queues: an online event.bind must not become a connector's.
+    bind = {"event": "ONCRMDEALADD", "handler": "https://gw.example/bitrix/events/x"}
+    assert with_auth_connector("event.bind", bind, "b24gate") == bind
+
+
+def test_a_connector_the_caller_named_is_left_alone() -> None:
+    params = {"id": 1, "AUTH_CONNECTOR": "theirs"}
+    assert with_auth_connector("crm.deal.update", params, "b24gate") == params
+
+
+def test_each_write_command_of_a_batch_carries_the_connector() -> None:
+    params = {
+        "halt": 0,
+        "cmd": {
+            "a": "crm.deal.update?id=1&fields[TITLE]=x",
+            "b": "crm.deal.get?id=1",
+            "c": "crm.deal.add",
+            "d": "crm.deal.delete?id=2&auth_connector=theirs",
+        },
+    }
+    marked = with_auth_connector("batch", params, "b24gate")
+    assert marked["cmd"] == {
+        "a": "crm.deal.update?id=1&fields[TITLE]=x&auth_connector=b24gate",
+        "b": "crm.deal.get?id=1",
+        "c": "crm.deal.add?auth_connector=b24gate",
+        "d": "crm.deal.delete?id=2&auth_connector=theirs",
+    }
+    assert marked["halt"] == 0
+    # What it became is still a batch that reads as checked, with the same methods.
+    assert parse_batch(marked).methods == parse_batch(params).methods

@@ -22,6 +22,7 @@ from ._commands import (
     is_read,
     parse_batch,
     parse_command,
+    with_auth_connector,
 )
 from ._errors import classify
 from ._limits import BATCH_LIMIT, OPERATING_LIMIT, PAGE_SIZE
@@ -96,5 +97,6 @@ __all__ = [
     "token_url",
     "valid_method",
     "webhook_address",
+    "with_auth_connector",
     "with_command_errors",
 ]

@@ -222,6 +222,40 @@ def batchable(value: Any) -> bool:
     )
 
 
+AUTH_CONNECTOR = "auth_connector"
+
+
+def with_auth_connector(
+    method: str, params: Mapping[str, Any], connector: str
+) -> Mapping[str, Any]:
+    """``params`` of a write carrying ``auth_connector=connector``, so that what it changes
+    stays out of that channel's offline event queue (docs/protocol.md §9); in a ``batch``,
+    each write command carries it. A read, an ``event.*`` method (they manage the queues
+    themselves) or a call that names a connector of its own is left as it is."""
+    if method.lower() == "batch":
+        batch = parse_batch(params)
+        marked = tuple(
+            c
+            if _unmarked(c.method) or _names_connector(c.query)
+            else BatchCommand(
+                c.key, c.method, "&".join(filter(None, (c.query, f"{AUTH_CONNECTOR}={connector}")))
+            )
+            for c in batch.commands
+        )
+        return Batch(marked, batch.listed, batch.options).params()
+    if _unmarked(method) or any(str(k).lower() == AUTH_CONNECTOR for k in params):
+        return params
+    return {**params, AUTH_CONNECTOR: connector}
+
+
+def _unmarked(method: str) -> bool:
+    return method_reads(method) or method.lower().startswith("event.")
+
+
+def _names_connector(query: str) -> bool:
+    return any(part.split("=", 1)[0].lower() == AUTH_CONNECTOR for part in query.split("&"))
+
+
 def encode_command(method: str, params: Mapping[str, Any]) -> str:
     """One command of a batch: ``method?query``, the query as PHP's ``http_build_query``
     writes it (faithful only for :func:`batchable` parameters)."""
