@@ -31,6 +31,8 @@ ACCESS_LOGGER = "uvicorn.access"
 # every segment but the last may be a webhook-style key (`/rest/<user id>/<key>/method`),
 # and a key may come percent-encoded (`/rest/1%2F<key>/method`, which Starlette decodes).
 _REST_TAIL = re.compile(r"(/rest/(?:api/)?)(.*)", re.IGNORECASE)
+# The secret of the events handler's URL (`/bitrix/events/<secret>`).
+_EVENTS_TAIL = re.compile(r"(/bitrix/events/)[^/]*", re.IGNORECASE)
 # A client key wherever it stands, plain or with its `_`/`-` percent-encoded.
 _KEY = re.compile(r"b24_[0-9a-f]{12}(?:_|%5f)(?:[A-Za-z0-9_-]|%5f|%2d){43}", re.IGNORECASE)
 # A request target inside a rendered line: from a slash to the next space or double quote
@@ -47,6 +49,7 @@ def redact_target(target: str) -> str:
         *keys, last = rest.group(2).split("/")
         tail = "/".join([*(_MASK for _ in keys), last])
         path = path[: rest.start(2)] + tail
+    path = _EVENTS_TAIL.sub(lambda m: m.group(1) + _MASK, path)
     path = _KEY.sub(_MASK, path)
     return path + ("?…" if "?" in target or "#" in target else "")
 

@@ -21,6 +21,7 @@ the two to each other): raise the class, never a ``code=`` of one's own.
     ├── Forbidden (403)               forbidden: /metrics without the admin token
     │   ├── MethodForbidden           method_forbidden: the key's method patterns
     │   ├── IpForbidden               ip_forbidden: the key's address allow-list
+    │   ├── EventsForbidden           events_forbidden: the key may read no events
     │   └── EventRefused              event_refused: an install event forged or not ours
     ├── UnknownPortal (404)           unknown_portal
     ├── UnknownClient (404)           unknown_client: no active client key of that name
@@ -72,11 +73,14 @@ SettingField = Literal[
     "burst",
     "client_id",
     "client_secret",
+    "event_names",
+    "events",
     "ips",
     "methods",
     "name",
     "oauth_url",
     "plan",
+    "portal",
     "portals",
     "rate",
     "token_method",
@@ -191,8 +195,15 @@ class IpForbidden(Forbidden):
     code = "ip_forbidden"
 
 
+class EventsForbidden(Forbidden):
+    """The key's event patterns are empty: it may read no portal's events."""
+
+    code = "events_forbidden"
+
+
 class EventRefused(Forbidden):
-    """An application event is forged or cannot be matched to a portal. The message says
+    """An application event (an install event, or a delivery to the events handler) is
+    forged or cannot be matched to a portal. The message says
     nothing that would help a forger; the log has the reason."""
 
     code = "event_refused"

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     job_settle_after: float = Field(120.0, ge=0)
     # The largest body POST /api/v1/jobs reads (up to 50,000 commands).
     job_body_limit: int = Field(64 * 1024 * 1024, gt=0)
+    # Events: how often the offline queues are drained when no ONOFFLINEEVENT wakes the
+    # gateway, and how long the event log keeps an event (docs/events.md).
+    event_poll: float = Field(60.0, gt=0)
+    event_retention: float = Field(7 * 24 * 3600.0, gt=0)
 
     @field_validator("trusted_proxies", "not_batched", mode="before")
     @classmethod

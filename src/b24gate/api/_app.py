@@ -24,6 +24,7 @@ from ..settings import Settings
 from ._body import read_body
 from ._bulk import add_bulk_routes
 from ._errors import error_response, gateway_shape, json_response, reduced_batch
+from ._events import add_event_routes
 from ._fast import FastPaths
 from ._frame import Frame, caller
 from ._idempotency import SendHook, keyed, once
@@ -205,6 +206,7 @@ def create_app(
 
     add_bulk_routes(app)
     add_job_routes(app)
+    add_event_routes(app)
     add_rest_routes(app)
     add_install_routes(app)
 

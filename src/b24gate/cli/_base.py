@@ -33,11 +33,14 @@ OPTIONS: Final[dict[SettingField, str]] = {
     "burst": "--burst",
     "client_id": "--client-id",
     "client_secret": "--client-secret-file/--client-secret-env",
+    "event_names": "EVENT...",
+    "events": "--events",
     "ips": "--ip",
     "methods": "--methods",
     "name": "NAME",
     "oauth_url": "--oauth-url",
     "plan": "--plan",
+    "portal": "PORTAL",
     "portals": "--portal",
     "rate": "--rate",
     "token_method": "--token-method",
@@ -76,9 +79,13 @@ def _read_secret(path: Path) -> str:
 portal_app = typer.Typer(no_args_is_help=True, help="Register, connect and inspect portals.")
 client_app = typer.Typer(no_args_is_help=True, help="Client API keys.")
 db_app = typer.Typer(no_args_is_help=True, help="The database.")
+events_app = typer.Typer(
+    no_args_is_help=True, help="Bitrix24's events: subscriptions (docs/events.md)."
+)
 app.add_typer(portal_app, name="portal")
 app.add_typer(client_app, name="client")
 app.add_typer(db_app, name="db")
+app.add_typer(events_app, name="events")
 
 _state: dict[str, Path | None] = {"config": None}
 

@@ -21,6 +21,13 @@ def client_add(
         str, typer.Option(help="Allowed method patterns, e.g. 'crm.*,catalog.*'.")
     ] = "",
     ip: Annotated[list[str] | None, typer.Option(help="Allowed caller CIDR (repeatable).")] = None,
+    events: Annotated[
+        str,
+        typer.Option(
+            help="Event patterns this key may read from GET /api/v1/events, e.g. "
+            "'ONCRMDEAL*,ONCRMCONTACT*' or '*' (default: none)."
+        ),
+    ] = "",
     allow_url_key: Annotated[
         bool,
         typer.Option(
@@ -41,6 +48,7 @@ def client_add(
             methods=[m for m in methods.split(",") if m.strip()],
             ips=ip or [],
             allow_url_key=allow_url_key,
+            events=[e for e in events.split(",") if e.strip()],
         )
 
     async def add(gw: Gateway) -> IssuedKey:

@@ -48,6 +48,16 @@ from ._admin import (
 from ._bulk import MAX_COMMANDS, BulkResult, Command, run_commands
 from ._connect import Connected, Connector
 from ._dispatcher import CallResult, Dispatcher
+from ._events import (
+    CONNECTOR,
+    HANDLER_PATH,
+    Delivery,
+    Events,
+    Page,
+    event_allowed,
+    event_names,
+    handler_url,
+)
 from ._export import (
     MAX_PAGE_SIZE,
     ListQuery,
@@ -68,6 +78,8 @@ from ._tokens import TokenManager, TokenPolicy, acceptable_endpoint, oauth_serve
 from ._webhook import fix_for, webhook_fix
 
 __all__ = [
+    "CONNECTOR",
+    "HANDLER_PATH",
     "LINGER",
     "MAX_COMMANDS",
     "MAX_JOB_COMMANDS",
@@ -81,9 +93,11 @@ __all__ = [
     "ConnectError",
     "Connected",
     "Connector",
+    "Delivery",
     "Dispatcher",
     "EventRefused",
     "EventUnverifiable",
+    "Events",
     "FallbackLimiter",
     "Forwarder",
     "Gateway",
@@ -96,6 +110,7 @@ __all__ = [
     "NewClient",
     "NewKey",
     "OperatingBudget",
+    "Page",
     "Pager",
     "Plan",
     "PortalStatus",
@@ -114,7 +129,10 @@ __all__ = [
     "client_name",
     "decode_cursor",
     "encode_cursor",
+    "event_allowed",
+    "event_names",
     "fix_for",
+    "handler_url",
     "hash_key",
     "ip_ranges",
     "key_id_of",

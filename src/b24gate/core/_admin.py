@@ -43,6 +43,7 @@ from ._dispatcher import Dispatcher
 NAME_MAX: Final = 64
 # What a method pattern may hold: a method name's characters and fnmatch's wildcards.
 _PATTERN: Final = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
+_EVENT_PATTERN: Final = re.compile(r"[A-Z0-9_*?]{1,64}")
 # The principal of calls an administrator makes from the shell (``b24gate call``).
 OPERATOR: Final = "(operator)"
 
@@ -63,6 +64,7 @@ class NewClient:
     methods: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()
     allow_url_key: bool = False
+    events: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,22 @@ def ip_ranges(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(ranges)
 
 
+def event_patterns(values: Iterable[str]) -> tuple[str, ...]:
+    """Event name patterns like ``ONCRMDEAL*`` a key may read (matched case-insensitively);
+    none: no events at all."""
+    patterns = []
+    for value in values:
+        pattern = value.strip().upper()
+        if not _EVENT_PATTERN.fullmatch(pattern):
+            raise InvalidSetting(
+                "events",
+                f"{pattern[:80]!r} is not an event pattern (letters, digits, _ and the "
+                "wildcards * ?)",
+            )
+        patterns.append(pattern)
+    return tuple(dict.fromkeys(patterns))
+
+
 def method_patterns(values: Iterable[str]) -> tuple[str, ...]:
     """Method patterns like ``crm.*`` (matched case-insensitively); none: every method.
     A pattern with a character no method name has could never match: it is refused."""
@@ -220,6 +238,7 @@ def new_client(
     methods: Iterable[str] = (),
     ips: Iterable[str] = (),
     allow_url_key: bool = False,
+    events: Iterable[str] = (),
 ) -> NewClient:
     wanted = tuple(dict.fromkeys(p.strip() for p in portals))
     if not wanted or not all(wanted):
@@ -230,6 +249,7 @@ def new_client(
         methods=method_patterns(methods),
         ips=ip_ranges(ips),
         allow_url_key=allow_url_key,
+        events=event_patterns(events),
     )
 
 
@@ -361,6 +381,7 @@ async def add_client(store: Store, new: NewClient) -> IssuedKey:
         methods=new.methods,
         ips=new.ips,
         allow_url_key=new.allow_url_key,
+        events=new.events,
     )
     registered = {p.name for p in await store.portals()}
     missing = [p for p in checked.portals if p not in registered]
@@ -375,6 +396,7 @@ async def add_client(store: Store, new: NewClient) -> IssuedKey:
         list(checked.methods),
         list(checked.ips),
         checked.allow_url_key,
+        list(checked.events),
     )
     return IssuedKey(client, key.key)
 

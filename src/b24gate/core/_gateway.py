@@ -15,6 +15,7 @@ from ..settings import Settings
 from ..store import Cipher, ReadCache, Store, database_url, load_master_key
 from ._connect import Connector
 from ._dispatcher import Dispatcher
+from ._events import Events
 from ._forward import Forwarder
 from ._install import Installer
 from ._jobs import JobRunner, holder_id
@@ -45,6 +46,7 @@ class Gateway:
     # This process as the store's leases name it, and its worker for jobs.
     holder: str
     jobs: JobRunner
+    events: Events
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -113,11 +115,13 @@ class Gateway:
             installer=Installer(store, oauth, tokens, rest),
             holder=holder,
             jobs=JobRunner(store, dispatcher, settings, holder, reads),
+            events=Events(store, reads, dispatcher, settings),
         )
 
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._keep_alive_loop(), name="b24gate-keepalive"))
         self._tasks.append(asyncio.create_task(self.jobs.run(), name="b24gate-jobs"))
+        self._tasks.append(asyncio.create_task(self.events.run(), name="b24gate-events"))
 
     async def _keep_alive_loop(self) -> None:
         while True:

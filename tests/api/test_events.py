@@ -1,0 +1,352 @@
+"""Events through the gateway as Bitrix24 delivers them and as consumers read them
+(docs/events.md): forged deliveries refused and kept nowhere, each consumer its own cursor,
+a key sees only its portals and event types, long polls, restarts lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from b24gate.core import Gateway, new_key
+from b24gate.store import Portal
+
+from .conftest import Stack
+
+SECRET = "s" * 43
+TOKEN = secrets.token_hex(16)
+
+
+async def events_client(
+    stack: Stack, name: str, events: tuple[str, ...] = ("*",), portals: tuple[str, ...] = ("demo",)
+) -> str:
+    key = new_key()
+    await stack.gateway.store.add_client(
+        name, key.key_id, key.key_hash, list(portals), events=list(events)
+    )
+    return key.key
+
+
+async def handler_ready(stack: Stack, *, token: str | None = TOKEN) -> Portal:
+    """The connected portal `demo` with an online subscription to deal events, the handler
+    secret SECRET, and (unless None) the application token the install event gave."""
+    portal = await stack.gateway.store.portal("demo")
+    assert portal is not None
+    await stack.gateway.store.events.handler_secret(portal.id, SECRET)
+    await stack.gateway.store.events.subscribe(
+        portal.id, ["ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMCONTACTADD"], "online", time.time()
+    )
+    if token is not None:
+        portal = await stack.gateway.store.update_portal("demo", application_token=token)
+    return portal
+
+
+def delivery(
+    stack: Stack, *, event: str = "ONCRMDEALUPDATE", record: int = 7, **auth: str
+) -> dict[str, str]:
+    """The form Bitrix24 posts to an event handler (PHP brackets, ids only)."""
+    fields = {
+        "event": event,
+        "event_handler_id": "3",
+        "data[FIELDS][ID]": str(record),
+        "ts": str(int(time.time())),
+        "auth[access_token]": "a" * 40,
+        "auth[expires_in]": "3600",
+        "auth[scope]": "crm",
+        "auth[domain]": stack.sandbox.portal.domain,
+        "auth[member_id]": stack.sandbox.portal.member_id,
+        "auth[application_token]": TOKEN,
+    }
+    fields.update({f"auth[{k}]": v for k, v in auth.items()})
+    return fields
+
+
+async def post(stack: Stack, form: dict[str, str], secret: str = SECRET) -> httpx.Response:
+    return await stack.http.post(
+        f"/bitrix/events/{secret}",
+        content=urlencode(form),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+
+async def read(stack: Stack, key: str, **params: Any) -> httpx.Response:
+    return await stack.http.get(
+        "/api/v1/events", params=params, headers={"Authorization": f"Bearer {key}"}
+    )
+
+
+async def kept(gateway: Gateway) -> int:
+    portal = await gateway.store.portal("demo")
+    assert portal is not None
+    return (await gateway.store.events.head(portal.id)).last
+
+
+# -- deliveries ----------------------------------------------------------------------------
+
+
+async def test_a_delivery_is_kept_and_a_consumer_reads_it(connected: tuple[Stack, str]) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    key = await events_client(stack, "1c")
+    answer = await post(stack, delivery(stack, record=42))
+    assert answer.status_code == 200, answer.text
+    page = await read(stack, key)
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert body["portal"] == "demo"
+    assert [(e["event"], e["data"]) for e in body["events"]] == [
+        ("ONCRMDEALUPDATE", {"FIELDS": {"ID": "42"}})
+    ]
+    assert body["events"][0]["source"] == "online"
+    assert body["next"] == body["events"][0]["cursor"] == 1
+    # The delivery's token is never kept or shown.
+    assert "access_token" not in page.text
+    assert "a" * 40 not in page.text
+
+
+@pytest.mark.parametrize(
+    ("what", "secret", "auth"),
+    [
+        ("an unknown handler secret", "x" * 43, {}),
+        ("a malformed secret", "short", {}),
+        ("another portal's member_id", SECRET, {"member_id": "f" * 32}),
+        ("no member_id", SECRET, {"member_id": ""}),
+        ("a wrong application_token", SECRET, {"application_token": "0" * 32}),
+        ("an empty application_token", SECRET, {"application_token": ""}),
+    ],
+)
+async def test_a_forged_delivery_is_refused_and_kept_nowhere(
+    connected: tuple[Stack, str], what: str, secret: str, auth: dict[str, str]
+) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    form = delivery(stack)
+    form.update({f"auth[{name}]": value for name, value in auth.items()})
+    answer = await post(stack, form, secret=secret)
+    assert answer.status_code == 403, what
+    assert answer.json()["code"] == "event_refused"
+    assert await kept(stack.gateway) == 0
+
+
+async def test_without_an_install_token_the_secret_and_member_id_decide(
+    connected: tuple[Stack, str],
+) -> None:
+    """A portal connected by the OAuth flow has no application_token: the handler URL's
+    secret and the portal's member_id are what a delivery must match."""
+    stack, _ = connected
+    await handler_ready(stack, token=None)
+    assert (await post(stack, delivery(stack, application_token="anything"))).status_code == 200
+    refused = await post(stack, delivery(stack, member_id="e" * 32))
+    assert refused.status_code == 403
+    assert await kept(stack.gateway) == 1
+
+
+async def test_an_event_not_subscribed_is_answered_but_not_kept(
+    connected: tuple[Stack, str],
+) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    assert (await post(stack, delivery(stack, event="ONCRMLEADADD"))).status_code == 200
+    assert await kept(stack.gateway) == 0
+
+
+async def test_a_flood_of_unknown_secrets_reads_no_body(connected: tuple[Stack, str]) -> None:
+    """A request without a known secret is refused before its body is read: a large body
+    costs the gateway nothing, and /healthz answers meanwhile."""
+    stack, _ = connected
+    await handler_ready(stack)
+    big = b"a[]&" * (4 * 1024 * 1024)
+    refusals = [
+        stack.http.post(
+            f"/bitrix/events/{'y' * 43}",
+            content=big,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        for _ in range(5)
+    ]
+    started = time.monotonic()
+    health, *answers = await asyncio.gather(stack.http.get("/healthz"), *refusals)
+    assert health.status_code == 200
+    assert all(a.status_code == 403 for a in answers)
+    assert time.monotonic() - started < 10
+
+
+# -- consumers -----------------------------------------------------------------------------
+
+
+async def test_two_consumers_each_get_every_event(connected: tuple[Stack, str]) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    first, second = await events_client(stack, "1c-a"), await events_client(stack, "1c-b")
+    for record in range(1, 6):
+        assert (await post(stack, delivery(stack, record=record))).status_code == 200
+    got: dict[str, list[str]] = {}
+    for key in (first, second):
+        ids: list[str] = []
+        after = 0
+        while True:
+            body = (await read(stack, key, after=after, limit=2)).json()
+            if not body["events"]:
+                break
+            ids.extend(e["data"]["FIELDS"]["ID"] for e in body["events"])
+            after = body["next"]
+        got[key] = ids
+    assert got[first] == got[second] == ["1", "2", "3", "4", "5"]
+
+
+async def test_the_cursor_is_kept_per_consumer(connected: tuple[Stack, str]) -> None:
+    """Passing `after` acknowledges: without it, a consumer starts where it acknowledged."""
+    stack, _ = connected
+    await handler_ready(stack)
+    first, second = await events_client(stack, "1c-a"), await events_client(stack, "1c-b")
+    for record in range(1, 4):
+        await post(stack, delivery(stack, record=record))
+    await read(stack, first, after=2)
+    resumed = (await read(stack, first)).json()
+    assert [e["cursor"] for e in resumed["events"]] == [3]
+    assert [e["cursor"] for e in (await read(stack, second)).json()["events"]] == [1, 2, 3]
+
+
+async def test_a_key_sees_only_its_event_types(connected: tuple[Stack, str]) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    contacts = await events_client(stack, "contacts", events=("ONCRMCONTACT*",))
+    await post(stack, delivery(stack, event="ONCRMDEALUPDATE", record=1))
+    await post(stack, delivery(stack, event="ONCRMCONTACTADD", record=2))
+    await post(stack, delivery(stack, event="ONCRMDEALADD", record=3))
+    body = (await read(stack, contacts)).json()
+    assert [(e["event"], e["cursor"]) for e in body["events"]] == [("ONCRMCONTACTADD", 2)]
+    # The cursor still moves past what the key may not see.
+    body = (await read(stack, contacts, after=body["events"][0]["cursor"])).json()
+    assert body["events"] == []
+    assert body["next"] == 3
+
+
+async def test_a_key_without_event_patterns_or_portal_is_refused(
+    connected: tuple[Stack, str],
+) -> None:
+    stack, calls_only = connected
+    await handler_ready(stack)
+    await post(stack, delivery(stack))
+    answer = await read(stack, calls_only)
+    assert answer.status_code == 403
+    assert answer.json()["code"] == "events_forbidden"
+    await stack.add_portal("other", domain="other.example.com")
+    elsewhere = await events_client(stack, "elsewhere", portals=("other",))
+    answer = await read(stack, elsewhere, portal="demo")
+    assert answer.status_code == 404
+    assert answer.json()["code"] == "unknown_portal"
+    assert (await read(stack, "b24_000000000000_" + "0" * 43)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"after": "-1"}, {"after": "x"}, {"limit": "0.5x"}, {"wait": "61"}, {"format": "xml"}],
+)
+async def test_bad_parameters_are_invalid_request(
+    connected: tuple[Stack, str], params: dict[str, str]
+) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    key = await events_client(stack, "1c")
+    answer = await read(stack, key, **params)
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "invalid_request"
+
+
+async def test_a_cursor_past_the_log_is_refused(connected: tuple[Stack, str]) -> None:
+    """A cursor from another database (a restore from an older backup) is said, not waited
+    on forever."""
+    stack, _ = connected
+    await handler_ready(stack)
+    key = await events_client(stack, "1c")
+    await post(stack, delivery(stack))
+    answer = await read(stack, key, after=5)
+    assert answer.status_code == 400
+    assert "past the portal's last event" in answer.json()["error"]
+
+
+async def test_a_long_poll_wakes_when_an_event_arrives(connected: tuple[Stack, str]) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    key = await events_client(stack, "1c")
+    started = time.monotonic()
+    waiting = asyncio.create_task(read(stack, key, wait=20))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    await post(stack, delivery(stack, record=9))
+    body = (await waiting).json()
+    assert [e["data"]["FIELDS"]["ID"] for e in body["events"]] == ["9"]
+    assert time.monotonic() - started < 5
+    # With nothing new, the poll ends after its wait with no events and the same cursor.
+    started = time.monotonic()
+    body = (await read(stack, key, after=body["next"], wait=0.5)).json()
+    assert body["events"] == []
+    assert body["next"] == 1
+    assert 0.4 < time.monotonic() - started < 5
+
+
+async def test_ndjson_lines_and_the_next_cursor_header(connected: tuple[Stack, str]) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    key = await events_client(stack, "1c")
+    for record in (1, 2):
+        await post(stack, delivery(stack, record=record))
+    answer = await read(stack, key, format="ndjson")
+    assert answer.headers["content-type"].startswith("application/x-ndjson")
+    lines = answer.text.splitlines()
+    assert len(lines) == 2
+    assert '"cursor":2' in lines[1]
+    assert answer.headers["x-next-cursor"] == "2"
+
+
+async def test_a_consumer_behind_the_retention_learns_what_it_missed(
+    connected: tuple[Stack, str],
+) -> None:
+    stack, _ = connected
+    portal = await handler_ready(stack)
+    key = await events_client(stack, "1c")
+    for record in (1, 2, 3):
+        await post(stack, delivery(stack, record=record))
+    assert await stack.gateway.store.events.purge(time.time() + 1) == 3
+    await post(stack, delivery(stack, record=4))
+    body = (await read(stack, key, after=0)).json()
+    assert body["missed"] == 3
+    assert [e["cursor"] for e in body["events"]] == [4]
+    assert (await stack.gateway.store.events.head(portal.id)).purged == 3
+
+
+async def test_events_kept_survive_a_restart(connected: tuple[Stack, str]) -> None:
+    """Answered 200 means kept: a gateway opened afresh on the same data serves them."""
+    stack, _ = connected
+    await handler_ready(stack)
+    key = await events_client(stack, "1c")
+    for record in (1, 2):
+        await post(stack, delivery(stack, record=record))
+    again = await Gateway.open(stack.settings)
+    try:
+        client = await again.store.client_by_key_id(key.split("_")[1])
+        assert client is not None
+        page = await again.events.page(client, "demo", address=None, after=None, limit=10, wait=0)
+    finally:
+        await again.close()
+    assert [e.data["FIELDS"]["ID"] for e in page.events] == ["1", "2"]
+
+
+async def test_the_handler_secret_stays_out_of_logs(
+    connected: tuple[Stack, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    caplog.set_level("DEBUG")
+    await post(stack, delivery(stack))
+    await post(stack, delivery(stack, member_id="f" * 32))
+    # The gateway's own lines and uvicorn's (the test's HTTP client logs its own URLs).
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith(("b24gate", "uvicorn"))]
+    assert any("/bitrix/events/***" in line for line in ours)
+    assert not [line for line in ours if SECRET in line or TOKEN in line]
