@@ -5,6 +5,8 @@ a key sees only its portals and event types, long polls, restarts lose nothing."
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import secrets
 import time
 from typing import Any
@@ -12,8 +14,10 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from aiohttp import web
 
-from b24gate.core import Gateway, new_key
+from b24gate.core import Gateway, new_key, signature
+from b24gate.errors import InvalidSetting, UnknownPortal
 from b24gate.store import Portal
 
 from .conftest import Stack
@@ -350,3 +354,110 @@ async def test_the_handler_secret_stays_out_of_logs(
     ours = [r.getMessage() for r in caplog.records if r.name.startswith(("b24gate", "uvicorn"))]
     assert any("/bitrix/events/***" in line for line in ours)
     assert not [line for line in ours if SECRET in line or TOKEN in line]
+
+
+# -- push to the consumer's own service ----------------------------------------------------
+
+
+class Service:
+    """A consumer's HTTP service (1C's) on loopback: checks each page's signature, refuses
+    the first ``failures`` pages with 500, keeps what it accepted."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.secret = ""
+        self.pages: list[dict[str, Any]] = []
+        self.refused = 0
+        self.forged = 0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        stamp = request.headers.get("X-B24gate-Timestamp", "")
+        if not hmac.compare_digest(
+            request.headers.get("X-B24gate-Signature", ""), signature(self.secret, stamp, body)
+        ):
+            self.forged += 1
+            return web.Response(status=403)
+        if self.failures > 0:
+            self.failures -= 1
+            self.refused += 1
+            return web.Response(status=500)
+        self.pages.append(json.loads(body))
+        return web.Response(status=204)
+
+    async def __aenter__(self) -> Service:
+        app = web.Application()
+        app.router.add_post("/hs/b24/events", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/hs/b24/events"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    def ids(self) -> list[str]:
+        return [e["data"]["FIELDS"]["ID"] for page in self.pages for e in page["events"]]
+
+
+async def until(check: Any, within: float = 20) -> None:
+    async with asyncio.timeout(within):
+        while not check():  # noqa: ASYNC110 - a condition kept by another server
+            await asyncio.sleep(0.05)
+
+
+async def test_events_are_pushed_signed_and_in_order(connected: tuple[Stack, str]) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    key = await events_client(stack, "1c-push")
+    async with Service() as service:
+        service.secret = await stack.gateway.pusher.configure("1c-push", "demo", service.url)
+        stack.gateway.start_background()
+        for record in range(1, 8):
+            await post(stack, delivery(stack, record=record))
+        await until(lambda: len(service.ids()) == 7)
+        assert service.ids() == [str(i) for i in range(1, 8)]
+        assert service.forged == 0
+        assert all(page["portal"] == "demo" for page in service.pages)
+    # Accepted pages are acknowledged: the key's cursor is past them.
+    client = await stack.gateway.store.client_by_key_id(key.split("_")[1])
+    assert client is not None
+    portal = await stack.gateway.store.portal("demo")
+    assert portal is not None
+    assert await stack.gateway.store.events.cursor(client.id, portal.id) == 7
+
+
+async def test_a_failing_service_gets_every_event_once_it_answers(
+    connected: tuple[Stack, str],
+) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    await events_client(stack, "1c-push")
+    async with Service(failures=2) as service:
+        service.secret = await stack.gateway.pusher.configure("1c-push", "demo", service.url)
+        stack.gateway.start_background()
+        for record in (1, 2, 3):
+            await post(stack, delivery(stack, record=record))
+        await until(lambda: len(service.ids()) == 3)
+        assert service.refused == 2
+        assert service.ids() == ["1", "2", "3"]
+
+
+async def test_a_push_url_must_be_https_or_loopback(connected: tuple[Stack, str]) -> None:
+    stack, _ = connected
+    await events_client(stack, "1c-push")
+    with pytest.raises(InvalidSetting, match="https"):
+        await stack.gateway.pusher.configure("1c-push", "demo", "http://1c.example.com/hs")
+    with pytest.raises(InvalidSetting):
+        await stack.gateway.pusher.configure("1c-push", "demo", "ftp://1c.example.com/hs")
+    assert await stack.gateway.pusher.configure(
+        "1c-push", "demo", "http://1c.example.com/hs", allow_http=True
+    )
+    with pytest.raises(UnknownPortal):
+        await stack.gateway.pusher.configure("1c-push", "nowhere", "https://1c.example.com/hs")

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from ..core import Delivery, Gateway
+from ..core import Delivery, Gateway, event_view
 from ..errors import EventRefused, RequestError
-from ..store import Event
 from ._body import read_body
 from ._bulk import NDJSON
 from ._errors import dumps, json_response
@@ -31,17 +29,6 @@ _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
 WAIT_MAX = 60.0
-
-
-def event_item(event: Event) -> dict[str, Any]:
-    return {
-        "cursor": event.seq,
-        "event": event.event,
-        "data": event.data,
-        "ts": event.ts,
-        "source": event.source,
-        "received_at": event.received_at,
-    }
 
 
 def _number(request: Request, name: str, default: float, high: float) -> float:
@@ -126,13 +113,13 @@ def add_event_routes(app: FastAPI) -> None:
             frame.status = 200
             headers = {"Cache-Control": "no-store", "X-Next-Cursor": str(page.next)}
             if wants == "ndjson":
-                lines = b"".join(dumps(event_item(e)) + b"\n" for e in page.events)
+                lines = b"".join(dumps(event_view(e)) + b"\n" for e in page.events)
                 return Response(lines, media_type=NDJSON, headers=headers)
             return json_response(
                 {
                     "success": True,
                     "portal": page.portal,
-                    "events": [event_item(e) for e in page.events],
+                    "events": [event_view(e) for e in page.events],
                     "next": page.next,
                     "missed": page.missed,
                 },

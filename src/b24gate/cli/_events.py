@@ -71,3 +71,46 @@ def events_list() -> None:
 
     for name, sub in with_gateway(listing):
         typer.echo(f"{name}\t{sub.event}\t{sub.mode}")
+
+
+@events_app.command("push")
+def events_push(
+    client: str,
+    portal: str,
+    url: str,
+    allow_http: Annotated[
+        bool,
+        typer.Option(
+            "--allow-http",
+            help="Accept a plain-http URL (a service inside your network); the events "
+            "travel unencrypted, signed all the same.",
+        ),
+    ] = False,
+) -> None:
+    """Push CLIENT's events of PORTAL to URL (a 1C HTTP service), signed; the signing
+    secret is printed once. The key's cursor is shared with GET /api/v1/events."""
+    from ..core import push_url
+
+    with usage():
+        target = push_url(url, allow_http=allow_http)
+
+    async def configure(gw: Gateway) -> str:
+        return await gw.pusher.configure(client, portal, target, allow_http=allow_http)
+
+    typer.echo(with_gateway(configure))
+    typer.echo(
+        f"client {client}: events of {portal} go to {target}; keep this signing secret now, "
+        "it is not shown again",
+        err=True,
+    )
+
+
+@events_app.command("unpush")
+def events_unpush(client: str, portal: str) -> None:
+    """Stop pushing CLIENT's events of PORTAL (the key can still read them)."""
+
+    async def remove(gw: Gateway) -> bool:
+        return await gw.pusher.remove(client, portal)
+
+    done = with_gateway(remove)
+    typer.echo(f"client {client}: {'no longer pushed' if done else 'was not pushed'}", err=True)

@@ -56,6 +56,7 @@ from ._events import (
     Page,
     event_allowed,
     event_names,
+    event_view,
     handler_url,
 )
 from ._export import (
@@ -73,6 +74,7 @@ from ._install import Installer
 from ._jobs import MAX_JOB_COMMANDS, JobRunner
 from ._limiter import SHARED_RETRY, FallbackLimiter, Limiter, LocalLimiter, RedisLimiter
 from ._operating import OPERATING_WAIT, OperatingBudget
+from ._push import Pusher, push_url, signature
 from ._scheduler import LINGER, Plan, Scheduler
 from ._tokens import TokenManager, TokenPolicy, acceptable_endpoint, oauth_server
 from ._webhook import fix_for, webhook_fix
@@ -114,6 +116,7 @@ __all__ = [
     "Pager",
     "Plan",
     "PortalStatus",
+    "Pusher",
     "RedisLimiter",
     "RetryPolicy",
     "Scheduler",
@@ -131,6 +134,7 @@ __all__ = [
     "encode_cursor",
     "event_allowed",
     "event_names",
+    "event_view",
     "fix_for",
     "handler_url",
     "hash_key",
@@ -154,12 +158,14 @@ __all__ = [
     "portal_change",
     "portal_name",
     "portal_status",
+    "push_url",
     "read_page",
     "request_budget",
     "rest_base",
     "revoke_client",
     "run_commands",
     "set_portal",
+    "signature",
     "token_request_method",
     "webhook_address",
     "webhook_fix",

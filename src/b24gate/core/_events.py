@@ -92,6 +92,18 @@ class Page:
     missed: int
 
 
+def event_view(event: Event) -> dict[str, Any]:
+    """An event as consumers get it (read or pushed)."""
+    return {
+        "cursor": event.seq,
+        "event": event.event,
+        "data": event.data,
+        "ts": event.ts,
+        "source": event.source,
+        "received_at": event.received_at,
+    }
+
+
 def handler_url(settings: Settings, secret: str) -> str:
     return f"{settings.public_url.rstrip('/')}{HANDLER_PATH}{secret}"
 
@@ -139,6 +151,7 @@ class Events:
         self._dispatcher = dispatcher
         self._settings = settings
         self._arrived: dict[int, asyncio.Event] = {}
+        self._any = asyncio.Event()
         self._wake = asyncio.Event()
         self._woken: set[int] = set()
 
@@ -299,6 +312,7 @@ class Events:
 
     def arrived(self, portal_id: int) -> None:
         """Wake this process's consumers waiting on ``portal_id``'s log."""
+        self._any.set()
         waiting = self._arrived.pop(portal_id, None)
         if waiting is not None:
             waiting.set()
@@ -308,6 +322,12 @@ class Events:
         waiting = self._arrived.setdefault(portal_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiting.wait(), seconds)
+
+    async def any_arrival(self, seconds: float) -> None:
+        """Until an event of any portal is kept in this process, or ``seconds`` passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._any.wait(), seconds)
+        self._any.clear()
 
     # -- the offline drain -----------------------------------------------------------
 

@@ -21,6 +21,7 @@ from ._install import Installer
 from ._jobs import JobRunner, holder_id
 from ._limiter import FallbackLimiter, Limiter, LocalLimiter, RedisLimiter
 from ._operating import OperatingBudget
+from ._push import Pusher
 from ._scheduler import Scheduler
 from ._tokens import TokenManager, TokenPolicy
 
@@ -47,6 +48,7 @@ class Gateway:
     holder: str
     jobs: JobRunner
     events: Events
+    pusher: Pusher
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -102,6 +104,7 @@ class Gateway:
         forwarder.book = scheduler.book
         dispatcher = Dispatcher(reads, forwarder, scheduler, operating)
         holder = holder_id()
+        events = Events(store, reads, dispatcher, settings)
         return cls(
             settings=settings,
             store=store,
@@ -115,13 +118,15 @@ class Gateway:
             installer=Installer(store, oauth, tokens, rest),
             holder=holder,
             jobs=JobRunner(store, dispatcher, settings, holder, reads),
-            events=Events(store, reads, dispatcher, settings),
+            events=events,
+            pusher=Pusher(store, events, session),
         )
 
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._keep_alive_loop(), name="b24gate-keepalive"))
         self._tasks.append(asyncio.create_task(self.jobs.run(), name="b24gate-jobs"))
         self._tasks.append(asyncio.create_task(self.events.run(), name="b24gate-events"))
+        self._tasks.append(asyncio.create_task(self.pusher.run(), name="b24gate-push"))
 
     async def _keep_alive_loop(self) -> None:
         while True:

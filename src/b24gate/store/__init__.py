@@ -18,7 +18,7 @@ from ._engine import (
     upgrade,
     write_transaction,
 )
-from ._events import Event, EventStore, Head, NewEvent, Subscription
+from ._events import Event, EventStore, Head, NewEvent, Push, Subscription
 from ._idempotency import Begun, IdempotencyStore, StoredAnswer
 from ._jobs import JobCommand, JobInfo, JobResult, JobStore, NewJob, Runnable
 from ._keyfile import load_master_key
@@ -59,6 +59,7 @@ __all__ = [
     "PortalChanges",
     "PortalKind",
     "PortalState",
+    "Push",
     "ReadCache",
     "Runnable",
     "Store",

@@ -50,6 +50,7 @@ def _lock_key(name: str) -> int:
 MIGRATION_LOCK = (_lock_key("b24gate-migrations"), 0)
 REFRESH_LOCK_NAMESPACE = _lock_key("b24gate-refresh")
 EVENTS_LOCK_NAMESPACE = _lock_key("b24gate-events")
+PUSH_LOCK_NAMESPACE = _lock_key("b24gate-push")
 
 
 def database_url(data_dir: Path, url: str | None) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ._crypto import Cipher
 from ._engine import Dialect, write_transaction
 from ._locks import drain_lock
-from ._schema import event_cursors, event_heads, event_subscriptions, events
+from ._schema import event_cursors, event_heads, event_pushes, event_subscriptions, events
 
 MODES = ("online", "offline")
 
@@ -69,6 +69,17 @@ class Head:
 
     last: int
     purged: int
+
+
+@dataclass(frozen=True)
+class Push:
+    """A consumer's events pushed to its HTTP service; ``secret`` (decrypted) signs them."""
+
+    client_id: int
+    portal_id: int
+    url: str
+    secret: str = field(repr=False)
+    created_at: float
 
 
 def secret_hash(secret: str) -> str:
@@ -302,6 +313,58 @@ class EventStore:
                     set_={"seq": insert.excluded.seq, "updated_at": insert.excluded.updated_at},
                 )
             )
+
+    # -- pushes ----------------------------------------------------------------------
+
+    async def set_push(
+        self, client_id: int, portal_id: int, url: str, secret: str, now: float
+    ) -> None:
+        """Push ``client_id``'s events of ``portal_id`` to ``url`` (replacing any earlier)."""
+        sealed = self._cipher.encrypt(
+            secret, table="event_pushes", row=f"{client_id}:{portal_id}", column="secret"
+        )
+        insert = self._insert(event_pushes).values(
+            client_id=client_id, portal_id=portal_id, url=url, secret=sealed, created_at=now
+        )
+        async with self._writing() as conn:
+            await conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[event_pushes.c.client_id, event_pushes.c.portal_id],
+                    set_={"url": insert.excluded.url, "secret": insert.excluded.secret},
+                )
+            )
+
+    async def remove_push(self, client_id: int, portal_id: int) -> bool:
+        async with self._writing() as conn:
+            gone = await conn.execute(
+                sa.delete(event_pushes).where(
+                    event_pushes.c.client_id == client_id, event_pushes.c.portal_id == portal_id
+                )
+            )
+        return bool(gone.rowcount)
+
+    async def pushes(self) -> list[Push]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(sa.select(event_pushes))).all()
+        return [
+            Push(
+                client_id=r.client_id,
+                portal_id=r.portal_id,
+                url=r.url,
+                secret=self._cipher.decrypt(
+                    r.secret,
+                    table="event_pushes",
+                    row=f"{r.client_id}:{r.portal_id}",
+                    column="secret",
+                ),
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+
+    def push_lock(self, client_id: int, portal_id: int) -> AbstractAsyncContextManager[None]:
+        """One replica at a time pushes a consumer's events of a portal (in order)."""
+        return drain_lock(self._engine, portal_id, 300.0, consumer=client_id)
 
     # -- retention -------------------------------------------------------------------
 

@@ -19,7 +19,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import LockTimeout
-from ._engine import EVENTS_LOCK_NAMESPACE, REFRESH_LOCK_NAMESPACE, dialect_of, write_transaction
+from ._engine import (
+    EVENTS_LOCK_NAMESPACE,
+    PUSH_LOCK_NAMESPACE,
+    REFRESH_LOCK_NAMESPACE,
+    dialect_of,
+    write_transaction,
+)
 from ._schema import leases
 
 logger = logging.getLogger("b24gate.store")
@@ -44,14 +50,22 @@ def refresh_lock(
 
 
 def drain_lock(
-    engine: AsyncEngine, portal_id: int, lease: float
+    engine: AsyncEngine, portal_id: int, lease: float, *, consumer: int | None = None
 ) -> AbstractAsyncContextManager[None]:
-    """One replica at a time drains a portal's offline events; the others skip it
+    """One replica at a time drains a portal's offline events (or, with ``consumer``,
+    pushes that client's events of the portal, in order); the others skip it
     (:class:`LockTimeout` at once). ``lease``: as for :func:`refresh_lock`."""
-    what = f"the offline events of portal {portal_id}"
+    if consumer is None:
+        what = f"the offline events of portal {portal_id}"
+        if dialect_of(engine) == "postgresql":
+            return _advisory_lock(engine, EVENTS_LOCK_NAMESPACE, portal_id, 0.0, what)
+        return _lease(engine, f"events:{portal_id}", 0.0, lease, what)
+    what = f"the event push of client {consumer} for portal {portal_id}"
     if dialect_of(engine) == "postgresql":
-        return _advisory_lock(engine, EVENTS_LOCK_NAMESPACE, portal_id, 0.0, what)
-    return _lease(engine, f"events:{portal_id}", 0.0, lease, what)
+        # Advisory keys are 32-bit: pushes have a namespace of their own.
+        key = (consumer * 1_000_003 + portal_id) % 2**31
+        return _advisory_lock(engine, PUSH_LOCK_NAMESPACE, key, 0.0, what)
+    return _lease(engine, f"push:{consumer}:{portal_id}", 0.0, lease, what)
 
 
 def _timeout(what: str, wait: float) -> LockTimeout:

@@ -3,7 +3,7 @@
 Secret columns (``client_secret``, ``webhook_url``, ``application_token``, ``access_token``,
 ``refresh_token``, ``meta.value``, and what callers send and get: ``idempotency_keys.response``,
 ``job_commands.params`` and ``job_commands.result``, ``events.data`` and
-``event_heads.handler_secret``) hold blobs sealed by
+``event_heads.handler_secret``, ``event_pushes.secret``) hold blobs sealed by
 :class:`~b24gate.store._crypto.Cipher`; client keys and Idempotency-Keys are only hashed.
 """
 
@@ -257,4 +257,21 @@ event_cursors = sa.Table(
     sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# A consumer's events pushed to its own HTTP service (1C's), signed with its secret.
+event_pushes = sa.Table(
+    "event_pushes",
+    metadata,
+    sa.Column(
+        "client_id",
+        sa.Integer,
+        sa.ForeignKey("clients.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
+    sa.Column("url", sa.String(512), nullable=False),
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )

@@ -1,5 +1,5 @@
 """Bitrix24's events (docs/events.md): subscriptions, each portal's ordered log and its
-head, consumers' cursors; ``clients.events`` (what a key may read) and
+head, consumers' cursors and pushes; ``clients.events`` (what a key may read) and
 ``portals.auth_connector`` (the channel the gateway's own writes carry).
 
 Revision ID: 0006
@@ -81,9 +81,26 @@ def upgrade() -> None:
         _portal_fk("event_cursors"),
         sa.PrimaryKeyConstraint("client_id", "portal_id", name="pk_event_cursors"),
     )
+    op.create_table(
+        "event_pushes",
+        sa.Column("client_id", sa.Integer, nullable=False, autoincrement=False),
+        sa.Column("portal_id", sa.Integer, nullable=False, autoincrement=False),
+        sa.Column("url", sa.String(512), nullable=False),
+        sa.Column("secret", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["client_id"],
+            ["clients.id"],
+            name="fk_event_pushes_client_id_clients",
+            ondelete="CASCADE",
+        ),
+        _portal_fk("event_pushes"),
+        sa.PrimaryKeyConstraint("client_id", "portal_id", name="pk_event_pushes"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("event_pushes")
     op.drop_table("event_cursors")
     op.drop_index("ix_events_received_at", table_name="events")
     op.drop_table("events")
