@@ -203,6 +203,12 @@ class Events:
         removed = await self._store.events.unsubscribe(portal.id, wanted)
         left = await self._store.events.subscriptions(portal.id)
         if not any(s.mode == "offline" for s in left) and portal.auth_connector is not None:
+            with contextlib.suppress(B24GateError):
+                await self._call(
+                    portal,
+                    "event.unbind",
+                    {"event": SIGNAL, "handler": await self._handler(portal)},
+                )
             await self._store.update_portal(portal.name, auth_connector=None)
         return removed
 
@@ -239,6 +245,7 @@ class Events:
         """The portal whose handler URL carries ``secret``; :class:`EventRefused` otherwise
         (before anything of the body is read)."""
         portal_id = await self._store.events.portal_by_secret(secret)
+        await self._reads.refresh()
         portal = None
         if portal_id is not None:
             portal = next((p for p in await self._reads.portals() if p.id == portal_id), None)
@@ -387,20 +394,42 @@ class Events:
             process_id = got.get("process_id") if isinstance(got, Mapping) else None
             if not records or not isinstance(records, list) or not process_id:
                 break
-            fresh = [new for new in map(_offline_event, records) if new is not None]
+            read = [(record, _offline_event(record)) for record in records]
+            fresh = [new for _, new in read if new is not None]
             # Kept before cleared: a crash between leaves them reserved at Bitrix24, handed
             # out again later and kept once (their origin).
             await self._store.events.append(portal.id, fresh, time.time())
             kept += len(fresh)
             self.arrived(portal.id)
-            await self._call(
-                portal,
-                "event.offline.clear",
-                {"process_id": process_id, "auth_connector": CONNECTOR},
-            )
+            await self._settle(portal, process_id, read)
             if len(records) < OFFLINE_BATCH:
                 break
         return kept
+
+    async def _settle(
+        self, portal: Portal, process_id: Any, read: list[tuple[Any, NewEvent | None]]
+    ) -> None:
+        """Clear the records kept; mark the ones that could not be read failed
+        (``event.offline.error``), so that they stay at Bitrix24 for someone to look at."""
+        bad = [_field(r, "MESSAGE_ID") for r, new in read if new is None]
+        good = [_field(r, "ID") for r, new in read if new is not None]
+        if bad:
+            log.warning("portal=%s: %d offline events could not be read", portal.name, len(bad))
+            await self._call(
+                portal,
+                "event.offline.error",
+                {"process_id": process_id, "message_id": [m for m in bad if m is not None]},
+            )
+        if good:
+            await self._call(
+                portal,
+                "event.offline.clear",
+                {"process_id": process_id, "id": [i for i in good if i is not None]},
+            )
+
+
+def _field(record: Any, name: str) -> Any:
+    return record.get(name) if isinstance(record, Mapping) else None
 
 
 def _offline_event(record: Any) -> NewEvent | None:
