@@ -224,12 +224,11 @@ def test_a_batch_the_gateway_writes_is_read_back_as_the_calls_it_packed() -> Non
 # -- auth_connector: the gateway's own writes stay out of its offline queue ----------------
 
 
-def test_a_write_carries_the_connector_and_a_read_does_not() -> None:
+def test_a_request_carries_the_connector_but_event_methods_do_not() -> None:
     assert with_auth_connector("crm.deal.update", {"id": 1}, "b24gate") == {
         "id": 1,
         "auth_connector": "b24gate",
     }
-    assert with_auth_connector("crm.deal.list", {"filter": {}}, "b24gate") == {"filter": {}}
     # event.* manage the queues: an online event.bind must not become a connector's.
     bind = {"event": "ONCRMDEALADD", "handler": "https://gw.example/bitrix/events/x"}
     assert with_auth_connector("event.bind", bind, "b24gate") == bind
@@ -240,23 +239,18 @@ def test_a_connector_the_caller_named_is_left_alone() -> None:
     assert with_auth_connector("crm.deal.update", params, "b24gate") == params
 
 
-def test_each_write_command_of_a_batch_carries_the_connector() -> None:
-    params = {
-        "halt": 0,
-        "cmd": {
-            "a": "crm.deal.update?id=1&fields[TITLE]=x",
-            "b": "crm.deal.get?id=1",
-            "c": "crm.deal.add",
-            "d": "crm.deal.delete?id=2&auth_connector=theirs",
-        },
+def test_a_batch_carries_the_connector_at_its_top() -> None:
+    """Bitrix24 reads the request's auth_connector for every command of a batch (one in a
+    command's query is ignored): the batch carries it, its commands are left as sent."""
+    params = {"halt": 0, "cmd": {"a": "crm.deal.update?id=1&fields[TITLE]=x"}}
+    assert with_auth_connector("batch", params, "b24gate") == {
+        **params,
+        "auth_connector": "b24gate",
     }
-    marked = with_auth_connector("batch", params, "b24gate")
-    assert marked["cmd"] == {
-        "a": "crm.deal.update?id=1&fields[TITLE]=x&auth_connector=b24gate",
-        "b": "crm.deal.get?id=1",
-        "c": "crm.deal.add?auth_connector=b24gate",
-        "d": "crm.deal.delete?id=2&auth_connector=theirs",
-    }
-    assert marked["halt"] == 0
-    # What it became is still a batch that reads as checked, with the same methods.
-    assert parse_batch(marked).methods == parse_batch(params).methods
+
+
+def test_a_batch_keeps_the_connector_its_caller_sent() -> None:
+    parsed = parse_batch({"CMD": {"a": "crm.deal.update?id=1"}, "Auth_Connector": "theirs"})
+    assert parsed.params() == {"cmd": {"a": "crm.deal.update?id=1"}, "auth_connector": "theirs"}
+    with pytest.raises(InvalidBatch, match="twice"):
+        parse_batch({"cmd": {}, "auth_connector": "a", "AUTH_CONNECTOR": "b"})

@@ -44,7 +44,7 @@ _REFERENCE_LIKE = re.compile(r"\$[A-Za-z_]")
 # parse_url() turns control characters into `_`: a query holding one is not sent as written.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # The top-level names Bitrix24's batch reads, after upper-casing them.
-_CMD, _HALT = "CMD", "HALT"
+_CMD, _HALT, _CONNECTOR = "CMD", "HALT", "AUTH_CONNECTOR"
 
 
 def _bad(message: str) -> InvalidBatch:
@@ -76,7 +76,7 @@ class Batch:
 
     commands: tuple[BatchCommand, ...]
     listed: bool  # `cmd` came as a list: it goes on as one
-    options: Mapping[str, Any]  # `halt`, when it was sent
+    options: Mapping[str, Any]  # `halt` and `auth_connector`, when they were sent
 
     @property
     def methods(self) -> list[str]:
@@ -121,13 +121,16 @@ def parse_command(text: Any, where: str = "a command") -> BatchCommand:
 
 
 def _top_level(params: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
-    """``CMD`` and ``HALT`` whatever their case, each sent at most once."""
+    """``CMD``, ``HALT`` and ``AUTH_CONNECTOR`` whatever their case, each sent at most
+    once."""
     found: dict[str, tuple[str, Any]] = {}
     for key, value in params.items():
         # PHP upper-cases ASCII letters only: no other key can become CMD or HALT.
         name = key.upper() if isinstance(key, str) and key.isascii() else None
-        if name not in (_CMD, _HALT):
-            continue  # Bitrix24's batch reads nothing else; nothing else is forwarded
+        if name not in (_CMD, _HALT, _CONNECTOR):
+            # Bitrix24's batch reads nothing else (the request's auth_connector applies to
+            # every command); nothing else is forwarded.
+            continue
         if name in found:
             raise _bad(
                 f"`{name.lower()}` is sent twice (`{found[name][0]}` and `{key}`): Bitrix24 "
@@ -142,6 +145,8 @@ def parse_batch(params: Mapping[str, Any]) -> Batch:
     (``invalid_batch``) for anything that could be read in more than one way."""
     found = _top_level(params)
     options = {"halt": found[_HALT][1]} if _HALT in found else {}
+    if _CONNECTOR in found:
+        options[AUTH_CONNECTOR] = found[_CONNECTOR][1]
     if _CMD not in found:
         return Batch((), False, options)
     cmd = found[_CMD][1]
@@ -225,35 +230,22 @@ def batchable(value: Any) -> bool:
 AUTH_CONNECTOR = "auth_connector"
 
 
+def names_connector(params: Mapping[str, Any]) -> bool:
+    """Whether ``params`` carry an ``auth_connector`` of their own (any case)."""
+    return any(isinstance(k, str) and k.lower() == AUTH_CONNECTOR for k in params)
+
+
 def with_auth_connector(
     method: str, params: Mapping[str, Any], connector: str
 ) -> Mapping[str, Any]:
-    """``params`` of a write carrying ``auth_connector=connector``, so that what it changes
-    stays out of that channel's offline event queue (docs/protocol.md §9); in a ``batch``,
-    each write command carries it. A read, an ``event.*`` method (they manage the queues
-    themselves) or a call that names a connector of its own is left as it is."""
-    if method.lower() == "batch":
-        batch = parse_batch(params)
-        marked = tuple(
-            c
-            if _unmarked(c.method) or _names_connector(c.query)
-            else BatchCommand(
-                c.key, c.method, "&".join(filter(None, (c.query, f"{AUTH_CONNECTOR}={connector}")))
-            )
-            for c in batch.commands
-        )
-        return Batch(marked, batch.listed, batch.options).params()
-    if _unmarked(method) or any(str(k).lower() == AUTH_CONNECTOR for k in params):
+    """``params`` of a request carrying ``auth_connector=connector``, so that what it writes
+    stays out of that channel's offline event queue (docs/protocol.md §9). Bitrix24 reads it
+    from the request, a ``batch``'s for all its commands (one in a command's query is
+    ignored). An ``event.*`` method (they manage the queues themselves) or a request that
+    names a connector of its own is left as it is."""
+    if method.lower().startswith("event.") or names_connector(params):
         return params
     return {**params, AUTH_CONNECTOR: connector}
-
-
-def _unmarked(method: str) -> bool:
-    return method_reads(method) or method.lower().startswith("event.")
-
-
-def _names_connector(query: str) -> bool:
-    return any(part.split("=", 1)[0].lower() == AUTH_CONNECTOR for part in query.split("&"))
 
 
 def encode_command(method: str, params: Mapping[str, Any]) -> str:

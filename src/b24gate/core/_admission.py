@@ -13,10 +13,6 @@ fails answers (docs/design.md §1):
    from what was checked (:func:`._access.admit`);
 5. the portal's state (409 ``needs_authorization``).
 
-A portal with offline event subscriptions has each write carry its ``auth_connector``
-(:func:`~b24gate.bitrix.with_auth_connector`): what the gateway changes does not come back
-through its own offline queue (docs/events.md).
-
 :meth:`Dispatcher.call <._dispatcher.Dispatcher.call>` admits each call; a bulk request
 (:mod:`._bulk`) admits all its commands at once first, so that nothing runs unless all may.
 """
@@ -27,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..bitrix import valid_method, with_auth_connector
+from ..bitrix import valid_method
 from ..errors import (
     Forbidden,
     InvalidBatch,
@@ -103,12 +99,6 @@ async def admit_calls(
             portal.state_reason or "the portal was never connected",
             fix=fix_for(portal),
         )
-    if portal.auth_connector:
-        connector = portal.auth_connector
-        forwarded = [
-            with_auth_connector(method, params, connector)
-            for (method, _), params in zip(calls, forwarded, strict=True)
-        ]
     return Admitted(portal, tuple(forwarded))
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import stamina
 
-from ..bitrix import RestClient, is_read
+from ..bitrix import RestClient, is_read, with_auth_connector
 from ..errors import (
     CredentialsRejected,
     OperationTimeLimit,
@@ -103,6 +103,9 @@ class Forwarder:
     async def _request(
         self, portal: Portal, method: str, params: Mapping[str, Any], *, scheduled: bool, v3: bool
     ) -> dict[str, Any]:
+        if portal.auth_connector and not v3:
+            # Offline event subscriptions: what the gateway writes stays out of its queue.
+            params = with_auth_connector(method, params, portal.auth_connector)
         try:
             return await self._attempts(portal, method, params, scheduled, v3)
         except PortalMoved as moved:

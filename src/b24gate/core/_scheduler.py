@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from ..bitrix import BATCH_LIMIT, BatchAnswer, batchable, encode_batch
+from ..bitrix import BATCH_LIMIT, BatchAnswer, batchable, encode_batch, names_connector
 from ..errors import QueryLimitExceeded, RateLimited
 from ..store import Portal
 from ._limiter import Limiter
@@ -310,7 +310,13 @@ class Scheduler:
                     f"portal {portal.name!r} is busy: the wait would be about {estimate:.0f} s",
                     estimate,
                 )
-        packable = method.lower() not in self._not_batched and (not params or batchable(params))
+        # A call naming its own auth_connector goes alone: inside a batch Bitrix24 reads
+        # only the batch's (the portal's, docs/events.md).
+        packable = (
+            method.lower() not in self._not_batched
+            and (not params or batchable(params))
+            and not names_connector(params)
+        )
         call = _Call(
             client,
             method,
