@@ -35,6 +35,7 @@ from b24gate.api import create_app
 from b24gate.core import Gateway, new_key
 from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
 from b24gate.settings import load_settings
+from b24gate.store import NewEvent
 from tests.api.conftest import CLIENT_SECRET, Stack, free_port, gateway_settings, serve_gateway
 
 T = TypeVar("T")
@@ -135,8 +136,14 @@ async def _start(live: Live, data_dir: Path) -> None:
     assert page.status_code == 200, page.text
     key = new_key()
     await gateway.store.add_client(
-        "fuzz", key.key_id, key.key_hash, [PORTAL], [], [], allow_url_key=True
+        "fuzz", key.key_id, key.key_hash, [PORTAL], [], [], allow_url_key=True, events=["*"]
     )
+    # Events in the log, so that a fuzzed long poll (`wait` up to 60 s) finds some at once
+    # for every cursor but the last.
+    portal = await gateway.store.portal(PORTAL)
+    assert portal is not None
+    update = NewEvent("ONCRMDEALUPDATE", {"FIELDS": {"ID": "1"}}, None, "online")
+    await gateway.store.events.append(portal.id, [update] * 1000, time.time())
     live.stack, live.key = stack, key.key
 
 

@@ -335,17 +335,46 @@ _JOB_RESULTS: dict[str, Any] = {
         "next_after": {"type": ["integer", "null"]},
     },
 }
+_EVENTS_PAGE = {
+    "type": "object",
+    "description": "The events after the cursor that the key may see (`format=ndjson`: one "
+    "a line, the next cursor in `X-Next-Cursor`).",
+    "required": ["success", "portal", "events", "next", "missed"],
+    "properties": {
+        "success": {"const": True},
+        "portal": {"type": "string"},
+        "events": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["cursor", "event", "data", "ts", "source", "received_at"],
+                "properties": {
+                    "cursor": {"type": "integer"},
+                    "event": {"type": "string"},
+                    "data": {"type": "object"},
+                    "ts": {"type": ["number", "null"]},
+                    "source": {"enum": ["online", "offline"]},
+                    "received_at": {"type": "number"},
+                },
+            },
+        },
+        "next": {"type": "integer"},
+        "missed": {"type": "integer"},
+    },
+}
 # The other answers of /api/v1/*: (path, verb) -> (success status, its JSON schema).
 _API_OTHER_ANSWERS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("/api/v1/jobs", "post"): ("202", _JOB_ANSWER),
     ("/api/v1/jobs/{job_id}", "get"): ("200", _JOB_ANSWER),
     ("/api/v1/jobs/{job_id}/results", "get"): ("200", _JOB_RESULTS),
     ("/api/v1/jobs/{job_id}/cancel", "post"): ("200", _JOB_ANSWER),
+    ("/api/v1/events", "get"): ("200", _EVENTS_PAGE),
 }
 _API_ERRORS = {
     "400": "The request is malformed (`invalid_json`, `invalid_request`, `invalid_method`).",
     "401": "No valid client key (`unauthorized`).",
-    "403": "The key may not use this method or address.",
+    "403": "The key may not use this method, address or events (`method_forbidden`, "
+    "`ip_forbidden`, `events_forbidden`).",
     "404": "No such portal (`unknown_portal`) or job (`unknown_job`) for this key.",
     "409": "The portal needs an administrator (`needs_authorization`), or an idempotency "
     "key is in use or its first request's outcome is unknown.",
