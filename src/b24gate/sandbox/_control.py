@@ -6,6 +6,7 @@ Every endpoint takes and returns JSON; bad input gets 400 ``{"error", "error_des
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import math
@@ -16,10 +17,10 @@ import aiohttp
 from aiohttp import web
 
 from ._config import new_secret
+from ._events import MAX_CHANGES, UI_USER
 from ._faults import FAULT_KINDS, Fault
 from ._latency import Latency
 from ._oauth import App, OAuthError
-from ._params import build_php_query
 
 if TYPE_CHECKING:
     from ._server import SandboxServer
@@ -263,37 +264,11 @@ def _app_from(sb: SandboxServer, body: Body) -> App:
 
 
 async def _post_event(sb: SandboxServer, url: str, form: Body) -> Body:
-    session = sb.event_session
-    if session is None or session.closed:
-        session = aiohttp.ClientSession(timeout=_EVENT_TIMEOUT)
-        sb.event_session = session
-    try:
-        async with session.post(
-            url,
-            data=build_php_query(form),
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        ) as response:
-            return {"status": response.status, "body": await response.text()}
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    posted = await sb.portal.events.post(url, form, _EVENT_TIMEOUT)
+    if posted.status is None:
         # "No second chances": Bitrix24 does not retry a failed delivery.
-        return {"status": None, "error": type(exc).__name__}
-
-
-async def close_event_session(sb: SandboxServer) -> None:
-    session = sb.event_session
-    if session is not None:
-        await session.close()
-
-
-def _auth_base(sb: SandboxServer, app: App, scheme: str) -> Body:
-    p = sb.portal
-    return {
-        "domain": p.domain,
-        "server_endpoint": f"{sb.base_url}/rest/",
-        "client_endpoint": p.client_endpoint(scheme),
-        "member_id": p.member_id,
-        "application_token": app.application_token,
-    }
+        return {"status": None, "error": posted.error}
+    return {"status": posted.status, "body": posted.body}
 
 
 async def _install(sb: SandboxServer, body: Body) -> Body:
@@ -314,7 +289,7 @@ async def _install(sb: SandboxServer, body: Body) -> Body:
         "expires": str(int(expires)),
         "expires_in": str(sb.config.access_ttl),
         "scope": ",".join(app.scope),
-        **_auth_base(sb, app, sb.config.scheme),
+        **sb.portal.events.auth_base(app),
         # ONAPPINSTALL only: ONAPPUNINSTALL's auth has no status (on-app-uninstall.md).
         "status": "L",
         "user_id": "1",
@@ -338,14 +313,97 @@ async def _uninstall(sb: SandboxServer, body: Body) -> Body:
     if not isinstance(overrides, dict):
         raise BadRequest("'auth' must be an object of fields to override")
     sb.portal.oauth.uninstall(app)
+    sb.portal.events.forget_app(app.client_id)
     form = {
         "event": "ONAPPUNINSTALL",
         "data": {"LANGUAGE_ID": "ru", "CLEAN": str(int(_number(body, "clean", 0)))},
         "ts": str(int(sb.portal.clock.now())),
-        "auth": {**_auth_base(sb, app, sb.config.scheme), **overrides},
+        "auth": {**sb.portal.events.auth_base(app), **overrides},
     }
     delivered = await _post_event(sb, _text(body, "url"), form)
     return {"delivered": delivered, "client_id": app.client_id}
+
+
+async def _events(sb: SandboxServer, body: Body) -> Body:
+    _no_keys(body)
+    return sb.portal.events.snapshot()
+
+
+async def _reset_events(sb: SandboxServer, body: Body) -> Body:
+    _no_keys(body)
+    sb.portal.events.log.clear()
+    return sb.portal.events.snapshot()
+
+
+async def _event_settings(sb: SandboxServer, body: Body) -> Body:
+    """Read (``{}``) or change the delivery timeout; a bad value changes nothing."""
+    unknown = set(body) - {"timeout"}
+    if unknown:
+        raise BadRequest(f"unknown keys {sorted(unknown)}; known: timeout")
+    hub = sb.portal.events
+    if "timeout" in body:
+        hub.timeout = _number(body, "timeout", minimum=0.001)
+    return {"timeout": hub.timeout}
+
+
+_CHANGE_KEYS = frozenset({"entity", "action", "id", "fields", "count"})
+
+
+def _change_targets(sb: SandboxServer, prefix: str, body: Body) -> list[int]:
+    """The records an update or delete changes: ``id`` alone, or with ``count`` the first
+    ``count`` records from ``id`` on (from the first record when no ``id``)."""
+    table = sb.portal.tables[prefix]
+    if "count" not in body:
+        record_id = int(_number(body, "id", None, 1))
+        if table.get(record_id) is None:
+            raise BadRequest(f"no {prefix} record {record_id}")
+        return [record_id]
+    count = int(_number(body, "count", None, 1))
+    first = int(_number(body, "id", 1, 1))
+    start = bisect.bisect_left(table.ids, first)
+    return table.ids[start : start + count]
+
+
+async def _changes(sb: SandboxServer, body: Body) -> Body:
+    """Changes a person makes in the portal's pages (user 1, no ``auth_connector``)."""
+    unknown = set(body) - _CHANGE_KEYS
+    if unknown:
+        raise BadRequest(
+            f"unknown keys {sorted(unknown)}; known: {', '.join(sorted(_CHANGE_KEYS))}"
+        )
+    entity = _text(body, "entity")
+    prefix = entity if entity.startswith("crm.") else f"crm.{entity}"
+    table = sb.portal.tables.get(prefix)
+    if table is None or table.spec.style != "crm":
+        known = [
+            p.removeprefix("crm.") for p, t in sb.portal.tables.items() if t.spec.style == "crm"
+        ]
+        raise BadRequest(f"unknown entity {entity!r}; known: {', '.join(known)}")
+    action = body.get("action")
+    if action not in ("add", "update", "delete"):
+        raise BadRequest("'action' must be add, update or delete")
+    count = int(_number(body, "count", 1, 1))
+    if count > MAX_CHANGES:
+        raise BadRequest(f"'count' must be at most {MAX_CHANGES}")
+    fields = body.get("fields", {})
+    if not isinstance(fields, dict):
+        raise BadRequest("'fields' must be an object")
+    hub = sb.portal.events
+    ids: list[int] = []
+    with hub.hit(None):
+        if action == "add":
+            for _ in range(count):
+                ids.append(int(table.add(fields, UI_USER)["ID"]))
+                hub.changed(prefix, "add", ids[-1])
+        else:
+            for record_id in _change_targets(sb, prefix, body):
+                if action == "update":
+                    table.update(record_id, fields)
+                else:
+                    table.delete(record_id)
+                hub.changed(prefix, action, record_id)
+                ids.append(record_id)
+    return {"entity": entity, "action": action, "ids": ids}
 
 
 _ROUTES: dict[tuple[str, str], Endpoint] = {
@@ -371,6 +429,10 @@ _ROUTES: dict[tuple[str, str], Endpoint] = {
     ("POST", "webhooks"): _webhooks,
     ("POST", "events/install"): _install,
     ("POST", "events/uninstall"): _uninstall,
+    ("GET", "events"): _events,
+    ("POST", "events/reset"): _reset_events,
+    ("POST", "events/settings"): _event_settings,
+    ("POST", "changes"): _changes,
 }
 
 

@@ -81,3 +81,30 @@ def application_context_required() -> RestError:
 
 def invalid_id() -> RestError:
     return RestError(400, "", "ID is not defined or invalid.")
+
+
+class ArgumentError(RestError):
+    """Bitrix24's ``ERROR_ARGUMENT``: ``CRestServer::outputError`` adds the argument's name
+    to the answer (``RestException::initFromException`` on a ``Main\\ArgumentException``)."""
+
+    def __init__(self, description: str, argument: str) -> None:
+        super().__init__(400, "ERROR_ARGUMENT", description)
+        self.argument = argument
+
+    def body(self) -> dict[str, str]:
+        return {**super().body(), "argument": self.argument}
+
+
+def argument_null(argument: str) -> ArgumentError:
+    # Main\ArgumentNullException's own text.
+    return ArgumentError(f"Argument '{argument}' is null or empty", argument)
+
+
+def wrong_auth_type() -> RestError:
+    # Bitrix\Rest\AuthTypeException: the event.* methods take an application's token only.
+    return RestError(403, "WRONG_AUTH_TYPE", "Current authorization type is denied for this method")
+
+
+def access_denied(detail: str = "") -> RestError:
+    # Bitrix\Rest\AccessException: "Access denied!" and the reason after a space.
+    return RestError(403, "ACCESS_DENIED", "Access denied!" + (f" {detail}" if detail else ""))

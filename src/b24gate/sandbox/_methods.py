@@ -28,6 +28,9 @@ class Caller:
     user_id: int
     scope: frozenset[str]
     client_id: str | None  # None for a webhook
+    # An app's call's `auth_connector` (a batch's own, for all its commands): the offline
+    # event channel it reads and writes as (docs/sandbox.md, "Events").
+    auth_connector: str = ""
 
     @property
     def webhook(self) -> bool:
@@ -206,7 +209,9 @@ def _entity_methods(prefix: str) -> dict[str, Handler]:
             return Outcome({"element": element})
         record = t.add(fields, caller.user_id)
         portal.writes.record(prefix, fields)
-        return Outcome(int(record[t.spec.id_field]))
+        new_id = int(record[t.spec.id_field])
+        portal.events.changed(prefix, "add", new_id)
+        return Outcome(new_id)
 
     async def get(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
         t = table(portal)
@@ -221,7 +226,10 @@ def _entity_methods(prefix: str) -> dict[str, Handler]:
 
     async def update(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
         t = table(portal)
-        record = t.update(_id(param(params, "id")), _map(param(params, "fields"), "fields"))
+        record_id = _id(param(params, "id"))
+        record = t.update(record_id, _map(param(params, "fields"), "fields"))
+        if record is not None:
+            portal.events.changed(prefix, "update", record_id)
         if t.spec.style == "catalog":
             if record is None:
                 raise errors.RestError(
@@ -234,10 +242,12 @@ def _entity_methods(prefix: str) -> dict[str, Handler]:
 
     async def delete(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
         t = table(portal)
-        if not t.delete(_id(param(params, "id"))):
+        record_id = _id(param(params, "id"))
+        if not t.delete(record_id):
             if t.spec.style == "catalog":
                 raise errors.RestError(400, "", "product does not exist.")
             raise errors.not_found()
+        portal.events.changed(prefix, "delete", record_id)
         return Outcome(True)
 
     async def fields(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
@@ -284,6 +294,38 @@ def _entity_methods(prefix: str) -> dict[str, Handler]:
     }
 
 
+# -- events (the work is in :mod:`._events`) -------------------------------------------
+
+
+async def _event_bind(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+    return Outcome(portal.events.bind(caller, params))
+
+
+async def _event_unbind(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+    return Outcome(portal.events.unbind(caller, params))
+
+
+async def _event_get(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+    return Outcome(portal.events.listed(caller))
+
+
+async def _offline_get(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+    return Outcome(portal.events.offline_get(caller, params))
+
+
+async def _offline_clear(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+    return Outcome(portal.events.offline_clear(caller, params))
+
+
+async def _offline_error(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+    return Outcome(portal.events.offline_error(caller, params))
+
+
+async def _offline_list(portal: Portal, caller: Caller, params: dict[str, Any]) -> Outcome:
+    rows, total, nxt = portal.events.offline_list(caller, params)
+    return Outcome(rows, total=total, next=nxt)
+
+
 def _registry() -> dict[str, Method]:
     methods = [
         Method("profile", None, _profile),
@@ -293,6 +335,13 @@ def _registry() -> dict[str, Method]:
         Method("methods", None, _methods),
         Method("user.current", "user", _user_current),
         Method("user.get", "user", _user_get),
+        Method("event.bind", None, _event_bind),
+        Method("event.unbind", None, _event_unbind),
+        Method("event.get", None, _event_get),
+        Method("event.offline.get", None, _offline_get),
+        Method("event.offline.clear", None, _offline_clear),
+        Method("event.offline.error", None, _offline_error),
+        Method("event.offline.list", None, _offline_list),
     ]
     for spec in ENTITIES:
         for verb, handler in _entity_methods(spec.prefix).items():

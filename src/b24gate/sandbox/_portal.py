@@ -5,6 +5,7 @@ Everything here is plain Python over the injectable clock; HTTP lives in :mod:`.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections import deque
@@ -17,6 +18,7 @@ from ._batch import run_batch
 from ._clock import Clock
 from ._config import SandboxConfig
 from ._entities import ENTITIES, EntityTable
+from ._events import EventHub
 from ._faults import FaultQueue
 from ._latency import Latency, RequestCutOff, RequestTimer
 from ._limits import LeakyBucket, OperatingBudget
@@ -67,6 +69,10 @@ def _users() -> dict[int, dict[str, Any]]:
     }
 
 
+def _connector(value: Any) -> str:
+    return str(value) if isinstance(value, str | int | float) else ""
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
@@ -96,6 +102,8 @@ class Portal:
         self.counters = RestCounters()
         # Records created per external id (ORIGIN_ID, ...): the proof that nothing doubled.
         self.writes = WriteCounter()
+        # Event bindings, offline queues and deliveries (docs/sandbox.md, "Events").
+        self.events = EventHub(self)
         # Every URL (path and query) the portal and OAuth server received, newest last.
         self.received: deque[str] = deque(maxlen=100_000)
         # The portal's current host[:port]; known once the server listens.
@@ -137,19 +145,26 @@ class Portal:
 
         Past the request time cap it is answered 500 ``INTERNAL_SERVER_ERROR`` (inferred,
         docs/sandbox.md): what ran before the cap stays done, the rest never ran.
+        What it changed fires its events when it ends (a batch's commands all on the
+        batch's own ``auth_connector``, as ``CRestServerBatchItem`` inherits it).
         """
         name = method_name.lower()
+        if not caller.webhook and "auth_connector" in params:
+            # OAuth's auth parameter (Rest\OAuth\Auth): taken out of the method's parameters.
+            connector = params.pop("auth_connector")
+            caller = dataclasses.replace(caller, auth_connector=_connector(connector))
         timer = RequestTimer(self.clock.now(), self.request_time_limit)
-        try:
-            await timer.work(self.latency.request)
-            if name == "batch":
-                outcome = await self._batch(caller, params, timer)
-            else:
-                outcome = await self.run_method(caller, name, params, timer)
-        except RequestCutOff:
-            self.counters.cut_off += 1
-            self.budget.charge(name, timer.billed)
-            raise errors.internal_error() from None
+        with self.events.hit(caller):
+            try:
+                await timer.work(self.latency.request)
+                if name == "batch":
+                    outcome = await self._batch(caller, params, timer)
+                else:
+                    outcome = await self.run_method(caller, name, params, timer)
+            except RequestCutOff:
+                self.counters.cut_off += 1
+                self.budget.charge(name, timer.billed)
+                raise errors.internal_error() from None
         operating, reset_at = self.budget.charge(name, timer.billed)
         timing = self.time_block(timer.started, timer.elapsed, operating, reset_at)
         # The synthetic cost (--method-cost) is work the portal did, as the charge says.

@@ -10,13 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 from aiohttp import web
 
 from . import _errors as errors
 from ._clock import Clock
 from ._config import SandboxConfig
-from ._control import add_control_routes, close_event_session
+from ._control import add_control_routes
 from ._errors import RestError
 from ._faults import Fault
 from ._oauth import OAuthError
@@ -81,7 +80,6 @@ class SandboxServer:
         self.app.router.add_get("/", self._index)
         add_control_routes(self.app, self)
         self._runner: web.AppRunner | None = None
-        self.event_session: aiohttp.ClientSession | None = None
         self.base_url = ""
         self.port = 0
 
@@ -109,10 +107,12 @@ class SandboxServer:
             host = f"[{host}]"
         self.portal.move(f"{host}:{self.port}")
         self.base_url = f"{self.config.scheme}://{host}:{self.port}"
+        self.portal.events.server_endpoint = f"{self.base_url}/rest/"
         return self.base_url
 
     async def stop(self) -> None:
-        await close_event_session(self)
+        # Deliveries not sent yet are cancelled, as a portal that stops loses them.
+        await self.portal.events.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
