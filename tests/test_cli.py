@@ -622,3 +622,44 @@ def test_url_key_form_only_for_clients_created_with_allow_url_key(live: Live) ->
     allowed = live.http.post(f"/rest/1/{hook.stdout.strip()}/profile.json")
     assert allowed.status_code == 200, allowed.text
     assert allowed.json()["result"]["ID"] == "1"
+
+
+def test_events_from_subscription_to_a_consumer(live: Live) -> None:
+    """The administrator subscribes from the shell; a deal changed in the portal reaches a
+    consumer through two separate processes (sandbox and serve)."""
+    subscribed = live.run("events", "subscribe", "demo", "oncrmdealupdate", "ONCRMDEALADD")
+    assert subscribed.returncode == 0, subscribed.stderr
+    again = live.run("events", "subscribe", "demo", "ONCRMDEALUPDATE")  # bound already: fine
+    assert again.returncode == 0, again.stderr
+    listing = live.run("events", "list")
+    assert "demo\tONCRMDEALUPDATE\tonline" in listing.stdout.splitlines()
+    bad_name, bad_pattern, unknown = run_all(
+        (live.env, ["events", "subscribe", "demo", "ON CRM"]),
+        (live.env, ["client", "add", "ev-bad", "--portal", "demo", "--events", "ONCRM.DEAL"]),
+        (live.env, ["events", "subscribe", "nope", "ONCRMDEALADD"]),
+    )
+    assert_usage_error(bad_name)
+    assert_usage_error(bad_pattern)
+    assert_error(unknown, "nope")
+    added = live.run("client", "add", "ev", "--portal", "demo", "--events", "ONCRMDEAL*")
+    assert added.returncode == 0, added.stderr
+    key = added.stdout.strip()
+
+    changed = httpx.post(
+        f"{live.sandbox_url}/_sandbox/changes",
+        json={"entity": "deal", "action": "update", "id": 1, "fields": {"TITLE": "из портала"}},
+        timeout=TIMEOUT,
+    )
+    assert changed.status_code == 200, changed.text
+    page = live.http.get(
+        "/api/v1/events",
+        params={"portal": "demo", "wait": 20},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert page.status_code == 200, page.text
+    assert [(e["event"], e["data"]) for e in page.json()["events"]] == [
+        ("ONCRMDEALUPDATE", {"FIELDS": {"ID": "1"}})
+    ]
+    gone = live.run("events", "unsubscribe", "demo", "ONCRMDEALUPDATE", "ONCRMDEALADD")
+    assert gone.returncode == 0, gone.stderr
+    assert "ONCRMDEALUPDATE" not in live.run("events", "list").stdout

@@ -461,3 +461,118 @@ async def test_a_push_url_must_be_https_or_loopback(connected: tuple[Stack, str]
     )
     with pytest.raises(UnknownPortal):
         await stack.gateway.pusher.configure("1c-push", "nowhere", "https://1c.example.com/hs")
+
+
+# -- end to end against the sandbox, both modes ---------------------------------------------
+
+
+async def change(stack: Stack, action: str, record: int | None = None, **fields: Any) -> None:
+    body: dict[str, Any] = {"entity": "deal", "action": action, "fields": fields}
+    if record is not None:
+        body["id"] = record
+    answer = await stack.control.post("/_sandbox/changes", json=body)
+    assert answer.status_code == 200, answer.text
+
+
+async def seeded(stack: Stack, count: int = 5) -> None:
+    """Deals 1..count at the sandbox, made without firing events."""
+    answer = await stack.control.post("/_sandbox/seed", json={"count": count})
+    assert answer.status_code == 200, answer.text
+
+
+async def consume(stack: Stack, key: str, count: int, within: float = 20) -> list[dict[str, Any]]:
+    """Long-poll until ``count`` events came, acknowledging each page."""
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(within):
+        while len(got) < count:
+            body = (await read(stack, key, wait=5)).json()
+            got.extend(body["events"])
+            if body["events"]:
+                await read(stack, key, after=body["next"], limit=1)
+    return got
+
+
+async def test_online_a_change_in_the_portal_reaches_the_consumer(
+    connected: tuple[Stack, str],
+) -> None:
+    stack, calls = connected
+    await seeded(stack)
+    await stack.gateway.events.subscribe("demo", ["ONCRMDEALUPDATE", "ONCRMDEALADD"], "online")
+    bound = (await stack.call(calls, {"method": "event.get"})).json()
+    assert {b["event"] for b in bound["data"]["result"]} == {"ONCRMDEALUPDATE", "ONCRMDEALADD"}
+    # Subscribing again is harmless (Bitrix24 says the handler is bound already).
+    await stack.gateway.events.subscribe("demo", ["ONCRMDEALUPDATE"], "online")
+    key = await events_client(stack, "1c")
+    await change(stack, "update", 1, TITLE="из портала")
+    # The gateway's own write comes back too in online mode.
+    written = await stack.call(
+        calls, {"method": "crm.deal.update", "params": {"id": 2, "fields": {"TITLE": "x"}}}
+    )
+    assert written.status_code == 200, written.text
+    got = await consume(stack, key, 2)
+    assert sorted((e["event"], e["data"]["FIELDS"]["ID"]) for e in got) == [
+        ("ONCRMDEALUPDATE", "1"),
+        ("ONCRMDEALUPDATE", "2"),
+    ]
+    removed = await stack.gateway.events.unsubscribe("demo", ["ONCRMDEALUPDATE", "ONCRMDEALADD"])
+    assert len(removed) == 2
+    assert (await stack.call(calls, {"method": "event.get"})).json()["data"]["result"] == []
+
+
+async def test_offline_the_queue_is_drained_collapsed_and_the_gateways_writes_stay_out(
+    connected: tuple[Stack, str],
+) -> None:
+    stack, calls = connected
+    await seeded(stack)
+    await stack.gateway.events.subscribe("demo", ["ONCRMDEALUPDATE"], "offline")
+    key = await events_client(stack, "1c")
+    # Two changes of one deal before the drain: Bitrix24 keeps one record.
+    await change(stack, "update", 1, TITLE="a")
+    await change(stack, "update", 1, TITLE="b")
+    await change(stack, "update", 3, TITLE="c")
+    # Writes through the gateway, alone and packed in a batch, carry its auth_connector.
+    alone = await stack.call(
+        calls, {"method": "crm.deal.update", "params": {"id": 2, "fields": {"TITLE": "gw"}}}
+    )
+    assert alone.status_code == 200, alone.text
+    batch = await stack.call(
+        calls,
+        {"method": "batch", "params": {"cmd": {"a": "crm.deal.update?id=4&fields[TITLE]=gw"}}},
+    )
+    assert batch.status_code == 200, batch.text
+    assert await stack.gateway.events.drain_all() == 2
+    got = await consume(stack, key, 2)
+    assert sorted(e["data"]["FIELDS"]["ID"] for e in got) == [1, 3]
+    assert {e["source"] for e in got} == {"offline"}
+    # Cleared at Bitrix24: nothing is waiting there, and a second drain keeps nothing.
+    waiting = (await stack.control.get("/_sandbox/events")).json()["offline"]
+    assert set(waiting.values()) == {0}
+    assert await stack.gateway.events.drain_all() == 0
+
+
+async def test_offline_the_signal_wakes_the_drain(make_stack: Any) -> None:
+    """With ONOFFLINEEVENT bound, a change is drained at once, not at the next poll."""
+    stack = await make_stack(event_poll=3600)
+    await stack.add_portal()
+    assert (await stack.connect()).status_code == 200
+    await seeded(stack)
+    await stack.gateway.events.subscribe("demo", ["ONCRMDEALUPDATE"], "offline")
+    stack.gateway.start_background()
+    key = await events_client(stack, "1c")
+    await asyncio.sleep(0.2)  # the first round, which found nothing, is over
+    await change(stack, "update", 5, TITLE="now")
+    got = await consume(stack, key, 1, within=10)
+    assert got[0]["data"]["FIELDS"]["ID"] == 5
+
+
+async def test_a_webhook_portal_cannot_subscribe(stack: Stack) -> None:
+    await stack.add_portal(
+        "hook",
+        kind="webhook",
+        client_id="",
+        client_secret="",
+        webhook_url=f"{stack.sandbox.base_url}/rest/1/abcdefghij123456/",
+        domain="hook.example.com",
+    )
+    with pytest.raises(InvalidSetting, match="webhook"):
+        await stack.gateway.events.subscribe("hook", ["ONCRMDEALADD"], "online")

@@ -60,7 +60,7 @@ MAX_WAIT = 60.0
 MAX_PAGE = 1000
 PURGE_EVERY = 60.0
 # Bitrix24's answer to binding what is bound already (event.bind).
-ALREADY_BOUND = "ERROR_EVENT_BIND_ALREADY_EXISTS"
+ALREADY_BOUND = "already binded"
 
 
 def event_names(names: Iterable[str]) -> list[str]:
@@ -230,7 +230,8 @@ class Events:
         try:
             await self._call(portal, "event.bind", params)
         except BitrixError as exc:
-            if exc.error.upper() != ALREADY_BOUND:
+            # Bitrix24 says ERROR_CORE "Unable to set event handler: Handler already binded".
+            if ALREADY_BOUND not in exc.description.lower():
                 raise
 
     async def _call(self, portal: Portal, method: str, params: Mapping[str, Any]) -> Any:
