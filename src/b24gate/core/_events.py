@@ -46,8 +46,9 @@ log = logging.getLogger("b24gate.events")
 CONNECTOR = "b24gate"
 HANDLER_PATH = "/bitrix/events/"
 SIGNAL = "ONOFFLINEEVENT"
-# Bitrix24 hands out at most this many offline records a call (event.offline.get's limit).
-OFFLINE_BATCH = 50
+# Offline records asked for a call (event.offline.get's limit: 50 by default, no maximum
+# in the rest module's code): two requests (get, clear) for this many events.
+OFFLINE_BATCH = 500
 # A drain stops after this many rounds and lets other portals have their turn.
 DRAIN_ROUNDS = 20
 # ONOFFLINEEVENT no more often than this (its options[minTimeout]).
@@ -59,6 +60,8 @@ WAIT_STEP = 1.0
 MAX_WAIT = 60.0
 MAX_PAGE = 1000
 PURGE_EVERY = 60.0
+# After a drain that kept events, the next one comes this soon (just past minTimeout).
+BUSY_POLL = SIGNAL_MIN_TIMEOUT + 0.5
 # Bitrix24's answer to binding what is bound already (event.bind).
 ALREADY_BOUND = "already binded"
 
@@ -349,17 +352,19 @@ class Events:
         next_purge = 0.0
         while True:
             self._wake.clear()
+            kept = 0
             try:
-                await self.drain_all()
+                kept = await self.drain_all()
                 if time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_EVERY
                     await self._store.events.purge(time.time() - self._settings.event_retention)
             except Exception:  # a failed round must not end the loop; the next one retries
                 log.exception("the offline events round failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wake.wait(), min(self._settings.event_poll, PURGE_EVERY)
-                )
+                # A queue that was busy is looked at again soon: Bitrix24 drops an
+                # ONOFFLINEEVENT due within minTimeout of the last one, not delays it.
+                pause = BUSY_POLL if kept else min(self._settings.event_poll, PURGE_EVERY)
+                await asyncio.wait_for(self._wake.wait(), pause)
 
     async def drain_all(self) -> int:
         """One round over the portals with offline subscriptions; events kept."""

@@ -23,7 +23,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._crypto import Cipher
 from ._engine import Dialect, write_transaction
@@ -200,44 +200,31 @@ class EventStore:
         return opened
 
     async def append(self, portal_id: int, items: Sequence[NewEvent], now: float) -> list[int]:
-        """Keep ``items`` in order, durably; their numbers (an item whose ``origin`` is kept
-        already is skipped and gets none)."""
+        """Keep ``items`` in order, durably, in one transaction; their numbers (an item whose
+        ``origin`` is kept already is skipped and gets none)."""
         if not items:
             return []
-        await self._ensure_head(portal_id)
+        head = self._insert(event_heads).values(portal_id=portal_id, last_seq=0, purged_seq=0)
         async with self._writing() as conn:
-            fresh = list(items)
-            origins = [i.origin for i in items if i.origin is not None]
-            if origins:
-                kept = set(
-                    (
-                        await conn.execute(
-                            sa.select(events.c.origin).where(
-                                events.c.portal_id == portal_id, events.c.origin.in_(origins)
-                            )
-                        )
-                    ).scalars()
-                )
-                seen: set[str] = set()
-                fresh = []
-                for item in items:
-                    if item.origin is not None and (item.origin in kept or item.origin in seen):
-                        continue
-                    if item.origin is not None:
-                        seen.add(item.origin)
-                    fresh.append(item)
-            if not fresh:
-                return []
-            # The portal's row, locked until commit: numbers are handed out in commit order.
+            await conn.execute(head.on_conflict_do_nothing(index_elements=["portal_id"]))
+            # The portal's row, locked until commit (SQLite: the write lock already is):
+            # numbers are handed out in commit order, and origins are checked under it.
             last = int(
                 await conn.scalar(
-                    sa.update(event_heads)
+                    sa.select(event_heads.c.last_seq)
                     .where(event_heads.c.portal_id == portal_id)
-                    .values(last_seq=event_heads.c.last_seq + len(fresh))
-                    .returning(event_heads.c.last_seq)
+                    .with_for_update()
                 )
+                or 0
             )
-            first = last - len(fresh) + 1
+            fresh = await self._unseen(conn, portal_id, items)
+            if not fresh:
+                return []
+            await conn.execute(
+                sa.update(event_heads)
+                .where(event_heads.c.portal_id == portal_id)
+                .values(last_seq=last + len(fresh))
+            )
             await conn.execute(
                 events.insert(),
                 [
@@ -251,10 +238,36 @@ class EventStore:
                         "origin": item.origin,
                         "received_at": now,
                     }
-                    for seq, item in enumerate(fresh, start=first)
+                    for seq, item in enumerate(fresh, start=last + 1)
                 ],
             )
-        return list(range(first, last + 1))
+        return list(range(last + 1, last + len(fresh) + 1))
+
+    @staticmethod
+    async def _unseen(
+        conn: AsyncConnection, portal_id: int, items: Sequence[NewEvent]
+    ) -> list[NewEvent]:
+        """``items`` but those whose origin is kept already (or repeated among them)."""
+        origins = [i.origin for i in items if i.origin is not None]
+        if not origins:
+            return list(items)
+        kept = set(
+            (
+                await conn.execute(
+                    sa.select(events.c.origin).where(
+                        events.c.portal_id == portal_id, events.c.origin.in_(origins)
+                    )
+                )
+            ).scalars()
+        )
+        fresh = []
+        for item in items:
+            if item.origin is not None:
+                if item.origin in kept:
+                    continue
+                kept.add(item.origin)
+            fresh.append(item)
+        return fresh
 
     async def read(self, portal_id: int, after: int, limit: int) -> list[Event]:
         """Up to ``limit`` events numbered above ``after``, in order."""
