@@ -16,9 +16,9 @@ import httpx
 import pytest
 from aiohttp import web
 
-from b24gate.core import Gateway, new_key, signature
+from b24gate.core import CONNECTOR, Gateway, new_key, operator_client, signature
 from b24gate.errors import InvalidSetting, UnknownPortal
-from b24gate.store import Portal
+from b24gate.store import NewEvent, Portal
 
 from .conftest import Stack
 
@@ -544,9 +544,17 @@ async def test_offline_the_queue_is_drained_collapsed_and_the_gateways_writes_st
     got = await consume(stack, key, 2)
     assert sorted(e["data"]["FIELDS"]["ID"] for e in got) == [1, 3]
     assert {e["source"] for e in got} == {"offline"}
-    # Cleared at Bitrix24: nothing is waiting there, and a second drain keeps nothing.
+    # Cleared at Bitrix24: nothing waits or stays reserved there, and a second drain keeps
+    # nothing.
     waiting = (await stack.control.get("/_sandbox/events")).json()["offline"]
     assert set(waiting.values()) == {0}
+    listed = await stack.gateway.dispatcher.call(
+        operator_client("demo"),
+        "event.offline.list",
+        {"auth_connector": CONNECTOR},
+        portal_name="demo",
+    )
+    assert listed.body["result"] == []
     assert await stack.gateway.events.drain_all() == 0
 
 
@@ -576,3 +584,53 @@ async def test_a_webhook_portal_cannot_subscribe(stack: Stack) -> None:
     )
     with pytest.raises(InvalidSetting, match="webhook"):
         await stack.gateway.events.subscribe("hook", ["ONCRMDEALADD"], "online")
+
+
+@pytest.mark.parametrize("kept_before", [False, True])
+async def test_offline_records_a_dead_drain_left_reserved_are_kept_once(
+    connected: tuple[Stack, str], kept_before: bool
+) -> None:
+    """A drain that died between reserving (event.offline.get with clear=0) and clearing
+    leaves records Bitrix24 hands out to no one again: the next drain finds them, keeps
+    them (once, if the dead one had kept them already) and clears them."""
+    stack, _ = connected
+    await seeded(stack)
+    await stack.gateway.events.subscribe("demo", ["ONCRMDEALUPDATE"], "offline")
+    key = await events_client(stack, "1c")
+    for record in (1, 2, 3):
+        await change(stack, "update", record, TITLE="x")
+    operator = operator_client("demo")
+    reserved = await stack.gateway.dispatcher.call(
+        operator,
+        "event.offline.get",
+        {"clear": 0, "limit": 2, "auth_connector": CONNECTOR},
+        portal_name="demo",
+    )
+    records = reserved.body["result"]["events"]
+    assert len(records) == 2
+    if kept_before:
+        portal = await stack.gateway.store.portal("demo")
+        assert portal is not None
+        dead = [
+            NewEvent(
+                r["EVENT_NAME"],
+                r["EVENT_DATA"],
+                None,
+                "offline",
+                f"offline:{r['ID']}:{r['TIMESTAMP_X']}",
+            )
+            for r in records
+        ]
+        await stack.gateway.store.events.append(portal.id, dead, time.time())
+    # A process started afresh (its first drain looks for what was left reserved).
+    again = await Gateway.open(stack.settings)
+    try:
+        await again.events.drain_all()
+    finally:
+        await again.close()
+    got = await consume(stack, key, 3)
+    assert sorted(e["data"]["FIELDS"]["ID"] for e in got) == [1, 2, 3]
+    listed = await stack.gateway.dispatcher.call(
+        operator, "event.offline.list", {"auth_connector": CONNECTOR}, portal_name="demo"
+    )
+    assert listed.body["result"] == []

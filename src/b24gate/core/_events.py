@@ -60,6 +60,9 @@ WAIT_STEP = 1.0
 MAX_WAIT = 60.0
 MAX_PAGE = 1000
 PURGE_EVERY = 60.0
+# How often reservations left behind by a drain that died are looked for (also at the
+# first drain of each portal in a process, and after a drain that failed).
+ORPHAN_CHECK = 600.0
 # After a drain that kept events, the next one comes this soon (just past minTimeout).
 BUSY_POLL = SIGNAL_MIN_TIMEOUT + 0.5
 # Bitrix24's answer to binding what is bound already (event.bind).
@@ -157,6 +160,8 @@ class Events:
         self._any = asyncio.Event()
         self._wake = asyncio.Event()
         self._woken: set[int] = set()
+        # When each portal's reservations left by a drain that died are looked for next.
+        self._orphans_due: dict[int, float] = {}
 
     # -- subscriptions (the administrator) -------------------------------------------
 
@@ -379,6 +384,8 @@ class Events:
                     async with self._store.events.drain_lock(portal.id):
                         kept += await self.drain(portal)
                 except B24GateError as exc:
+                    # What this drain reserved may be left behind: look for it next time.
+                    self._orphans_due.pop(portal.id, None)
                     log.warning(
                         "portal=%s: offline events not drained: %s %s",
                         portal.name,
@@ -390,6 +397,9 @@ class Events:
     async def drain(self, portal: Portal) -> int:
         """Take the portal's offline records, keep them, then clear them at Bitrix24."""
         kept = 0
+        if time.monotonic() >= self._orphans_due.get(portal.id, 0.0):
+            kept += await self._orphans(portal)
+            self._orphans_due[portal.id] = time.monotonic() + ORPHAN_CHECK
         for _ in range(DRAIN_ROUNDS):
             got = await self._call(
                 portal,
@@ -412,6 +422,44 @@ class Events:
                 break
         return kept
 
+    async def _orphans(self, portal: Portal) -> int:
+        """Records reserved by a drain that never cleared them (its process died between
+        keeping and clearing, or its clear failed): Bitrix24 hands reserved records out to
+        no one again, so they are listed, kept (once: their origin) and cleared here. Only
+        the drain lock's holder drains, so any reservation on the gateway's channel is
+        left over."""
+        kept = 0
+        for _ in range(DRAIN_ROUNDS):
+            got = await self._call(
+                portal,
+                "event.offline.list",
+                {
+                    "filter": {">PROCESS_ID": ""},
+                    "order": {"ID": "ASC"},
+                    "auth_connector": CONNECTOR,
+                },
+            )
+            records = [r for r in got if isinstance(r, Mapping)] if isinstance(got, list) else []
+            if not records:
+                break
+            by_process: dict[Any, list[tuple[Any, NewEvent | None]]] = {}
+            for record in records:
+                by_process.setdefault(record.get("PROCESS_ID"), []).append(
+                    (record, _offline_event(record))
+                )
+            for process_id, read in by_process.items():
+                fresh = [new for _, new in read if new is not None]
+                kept += len(await self._store.events.append(portal.id, fresh, time.time()))
+                await self._settle(portal, process_id, read)
+            log.warning(
+                "portal=%s: %d offline events left reserved by an earlier drain were kept",
+                portal.name,
+                len(records),
+            )
+        if kept:
+            self.arrived(portal.id)
+        return kept
+
     async def _settle(
         self, portal: Portal, process_id: Any, read: list[tuple[Any, NewEvent | None]]
     ) -> None:
@@ -424,13 +472,21 @@ class Events:
             await self._call(
                 portal,
                 "event.offline.error",
-                {"process_id": process_id, "message_id": [m for m in bad if m is not None]},
+                {
+                    "process_id": process_id,
+                    "message_id": [m for m in bad if m is not None],
+                    "auth_connector": CONNECTOR,
+                },
             )
         if good:
             await self._call(
                 portal,
                 "event.offline.clear",
-                {"process_id": process_id, "id": [i for i in good if i is not None]},
+                {
+                    "process_id": process_id,
+                    "id": [i for i in good if i is not None],
+                    "auth_connector": CONNECTOR,
+                },
             )
 
 
