@@ -27,6 +27,17 @@ def _portal_fk() -> sa.ForeignKey:
     return sa.ForeignKey("portals.id", ondelete="CASCADE")
 
 
+def _client_key() -> sa.Column[int]:
+    """``client_id`` as the first part of a primary key: the client's rows go with it."""
+    return sa.Column(
+        "client_id",
+        sa.Integer,
+        sa.ForeignKey("clients.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    )
+
+
 portals = sa.Table(
     "portals",
     metadata,
@@ -100,13 +111,7 @@ clients = sa.Table(
 client_portals = sa.Table(
     "client_portals",
     metadata,
-    sa.Column(
-        "client_id",
-        sa.Integer,
-        sa.ForeignKey("clients.id", ondelete="CASCADE"),
-        primary_key=True,
-        autoincrement=False,
-    ),
+    _client_key(),
     sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
 )
 
@@ -147,13 +152,7 @@ meta = sa.Table(
 idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,
-    sa.Column(
-        "client_id",
-        sa.Integer,
-        sa.ForeignKey("clients.id", ondelete="CASCADE"),
-        primary_key=True,
-        autoincrement=False,
-    ),
+    _client_key(),
     sa.Column("key_hash", sa.String(64), primary_key=True),
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # running | done
@@ -247,13 +246,7 @@ events = sa.Table(
 event_cursors = sa.Table(
     "event_cursors",
     metadata,
-    sa.Column(
-        "client_id",
-        sa.Integer,
-        sa.ForeignKey("clients.id", ondelete="CASCADE"),
-        primary_key=True,
-        autoincrement=False,
-    ),
+    _client_key(),
     sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
@@ -263,13 +256,7 @@ event_cursors = sa.Table(
 event_pushes = sa.Table(
     "event_pushes",
     metadata,
-    sa.Column(
-        "client_id",
-        sa.Integer,
-        sa.ForeignKey("clients.id", ondelete="CASCADE"),
-        primary_key=True,
-        autoincrement=False,
-    ),
+    _client_key(),
     sa.Column("portal_id", sa.Integer, _portal_fk(), primary_key=True, autoincrement=False),
     sa.Column("url", sa.String(512), nullable=False),
     sa.Column("secret", sa.LargeBinary, nullable=False),
