@@ -254,10 +254,8 @@ class Events:
         """The portal whose handler URL carries ``secret``; :class:`EventRefused` otherwise
         (before anything of the body is read)."""
         portal_id = await self._store.events.portal_by_secret(secret)
-        await self._reads.refresh()
-        portal = None
-        if portal_id is not None:
-            portal = next((p for p in await self._reads.portals() if p.id == portal_id), None)
+        # Read afresh, not through the cache: on SQLite every event kept would empty it.
+        portal = None if portal_id is None else await self._store.portal_by_id(portal_id)
         if portal is None:
             raise _refused("no portal has this event handler")
         return portal

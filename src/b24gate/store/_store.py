@@ -315,6 +315,9 @@ class Store:
     async def portal(self, name: str) -> Portal | None:
         return await self._one_portal(portals.c.name == name)
 
+    async def portal_by_id(self, portal_id: int) -> Portal | None:
+        return await self._one_portal(portals.c.id == portal_id)
+
     async def portal_by_domain(self, domain: str) -> Portal | None:
         return await self._one_portal(portals.c.domain == domain.lower())
 
