@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # Events: how often the offline queues are drained when no ONOFFLINEEVENT wakes the
     # gateway, and how long the event log keeps an event (docs/events.md).
     event_poll: float = Field(60.0, gt=0)
+    # At most one drain of a portal's offline queue this often: two requests of its budget.
+    event_drain_interval: float = Field(10.0, gt=0)
     event_retention: float = Field(7 * 24 * 3600.0, gt=0)
 
     @field_validator("trusted_proxies", "not_batched", mode="before")

@@ -560,7 +560,7 @@ async def test_offline_the_queue_is_drained_collapsed_and_the_gateways_writes_st
 
 async def test_offline_the_signal_wakes_the_drain(make_stack: Any) -> None:
     """With ONOFFLINEEVENT bound, a change is drained at once, not at the next poll."""
-    stack = await make_stack(event_poll=3600)
+    stack = await make_stack(event_poll=3600, event_drain_interval=0.5)
     await stack.add_portal()
     assert (await stack.connect()).status_code == 200
     await seeded(stack)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import re
 import secrets
 import time
@@ -51,8 +52,6 @@ SIGNAL = "ONOFFLINEEVENT"
 OFFLINE_BATCH = 500
 # A drain stops after this many rounds and lets other portals have their turn.
 DRAIN_ROUNDS = 20
-# ONOFFLINEEVENT no more often than this (its options[minTimeout]).
-SIGNAL_MIN_TIMEOUT = 1
 _EVENT_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 # A consumer waiting on another replica's writes looks at the store this often.
 WAIT_STEP = 1.0
@@ -63,8 +62,6 @@ PURGE_EVERY = 60.0
 # How often reservations left behind by a drain that died are looked for (also at the
 # first drain of each portal in a process, and after a drain that failed).
 ORPHAN_CHECK = 600.0
-# After a drain that kept events, the next one comes this soon (just past minTimeout).
-BUSY_POLL = SIGNAL_MIN_TIMEOUT + 0.5
 # Bitrix24's answer to binding what is bound already (event.bind).
 ALREADY_BOUND = "already binded"
 
@@ -185,7 +182,8 @@ class Events:
                     {
                         "event": SIGNAL,
                         "handler": await self._handler(portal),
-                        "options": {"minTimeout": SIGNAL_MIN_TIMEOUT},
+                        # No signal more often than the gateway drains.
+                        "options": {"minTimeout": math.ceil(self._settings.event_drain_interval)},
                     },
                 )
             if portal.auth_connector != CONNECTOR:
@@ -363,11 +361,17 @@ class Events:
                     await self._store.events.purge(time.time() - self._settings.event_retention)
             except Exception:  # a failed round must not end the loop; the next one retries
                 log.exception("the offline events round failed")
+            # The portal's budget: at most one drain an interval (two requests), so that a
+            # busy queue takes a small share next to the calls.
+            interval = self._settings.event_drain_interval
+            await asyncio.sleep(interval)
+            if kept:
+                continue  # busy: its next changes are waiting already
             with contextlib.suppress(TimeoutError):
-                # A queue that was busy is looked at again soon: Bitrix24 drops an
-                # ONOFFLINEEVENT due within minTimeout of the last one, not delays it.
-                pause = BUSY_POLL if kept else min(self._settings.event_poll, PURGE_EVERY)
-                await asyncio.wait_for(self._wake.wait(), pause)
+                await asyncio.wait_for(
+                    self._wake.wait(),
+                    max(0.0, min(self._settings.event_poll, PURGE_EVERY) - interval),
+                )
 
     async def drain_all(self) -> int:
         """One round over the portals with offline subscriptions; events kept."""
