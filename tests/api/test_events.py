@@ -514,6 +514,14 @@ async def test_online_a_change_in_the_portal_reaches_the_consumer(
         ("ONCRMDEALUPDATE", "1"),
         ("ONCRMDEALUPDATE", "2"),
     ]
+    # Moved to offline mode: the online binding goes, an offline one comes.
+    await stack.gateway.events.subscribe("demo", ["ONCRMDEALADD"], "offline")
+    bound = (await stack.call(calls, {"method": "event.get"})).json()["data"]["result"]
+    assert sorted((b["event"], b["offline"]) for b in bound) == [
+        ("ONCRMDEALADD", 1),
+        ("ONCRMDEALUPDATE", 0),
+        ("ONOFFLINEEVENT", 0),
+    ]
     removed = await stack.gateway.events.unsubscribe("demo", ["ONCRMDEALUPDATE", "ONCRMDEALADD"])
     assert len(removed) == 2
     assert (await stack.call(calls, {"method": "event.get"})).json()["data"]["result"] == []

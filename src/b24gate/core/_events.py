@@ -166,6 +166,11 @@ class Events:
         """Bind ``names`` at the portal (as its administrator's grant) and keep them."""
         portal = await self._portal(portal_name)
         wanted = event_names(names)
+        # An event subscribed in the other mode: its old binding goes first.
+        for sub in await self._store.events.subscriptions(portal.id):
+            if sub.event in wanted and sub.mode != mode:
+                with contextlib.suppress(BitrixError):
+                    await self._call(portal, "event.unbind", await self._binding(portal, sub))
         if mode == "online":
             url = await self._handler(portal)
             for name in wanted:
@@ -200,12 +205,7 @@ class Events:
             sub = current.get(name)
             if sub is None:
                 continue
-            params: dict[str, Any] = {"event": name}
-            if sub.mode == "online":
-                params["handler"] = await self._handler(portal)
-            else:
-                params.update(event_type="offline", auth_connector=CONNECTOR)
-            await self._call(portal, "event.unbind", params)
+            await self._call(portal, "event.unbind", await self._binding(portal, sub))
         removed = await self._store.events.unsubscribe(portal.id, wanted)
         left = await self._store.events.subscriptions(portal.id)
         if not any(s.mode == "offline" for s in left) and portal.auth_connector is not None:
@@ -227,6 +227,12 @@ class Events:
                 "portal", "events need an application's grant (event.bind): not a webhook portal"
             )
         return portal
+
+    async def _binding(self, portal: Portal, sub: Subscription) -> dict[str, Any]:
+        """The parameters that name ``sub``'s binding at Bitrix24 (for event.unbind)."""
+        if sub.mode == "online":
+            return {"event": sub.event, "handler": await self._handler(portal)}
+        return {"event": sub.event, "event_type": "offline", "auth_connector": CONNECTOR}
 
     async def _handler(self, portal: Portal) -> str:
         secret = await self._store.events.handler_secret(portal.id, secrets.token_urlsafe(32))
