@@ -14,11 +14,12 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from aiohttp import web
 
 from b24gate.core import CONNECTOR, Gateway, new_key, operator_client, signature
 from b24gate.errors import InvalidSetting, UnknownPortal
-from b24gate.store import NewEvent, Portal
+from b24gate.store import NewEvent, Portal, database_url, make_engine
 
 from .conftest import Stack
 
@@ -642,3 +643,24 @@ async def test_offline_records_a_dead_drain_left_reserved_are_kept_once(
         operator, "event.offline.list", {"auth_connector": CONNECTOR}, portal_name="demo"
     )
     assert listed.body["result"] == []
+
+
+async def test_a_purge_between_head_and_page_is_still_missed(
+    connected: tuple[Stack, str],
+) -> None:
+    stack, _ = connected
+    portal = await handler_ready(stack)
+    key = await events_client(stack, "1c")
+    for record in (1, 2, 3):
+        await post(stack, delivery(stack, record=record))
+    # Purged without the head knowing (as if between the head's read and the page's).
+    engine = make_engine(database_url(stack.settings.data_dir, stack.settings.database_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DELETE FROM events WHERE seq <= 2"))
+    finally:
+        await engine.dispose()
+    body = (await read(stack, key, after=0)).json()
+    assert [e["cursor"] for e in body["events"]] == [3]
+    assert body["missed"] == 2
+    assert (await stack.gateway.store.events.head(portal.id)).purged == 0

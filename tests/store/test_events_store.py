@@ -160,3 +160,14 @@ async def test_one_drainer_a_portal_across_processes(
                 pass
     async with replica.events.drain_lock(portal_id):
         pass
+
+
+async def test_a_push_acknowledges_only_from_where_it_read(store: Store, portal_id: int) -> None:
+    """Compare-and-set: a page pushed from a cursor that moved meanwhile (another process,
+    the key's own read) does not move it back."""
+    client = (await store.add_client("a", "kid-a", "h", ["demo"])).id
+    assert await store.events.advance(client, portal_id, 0, 5, time.time())
+    assert not await store.events.advance(client, portal_id, 0, 3, time.time())
+    assert await store.events.advance(client, portal_id, 5, 9, time.time())
+    assert not await store.events.advance(client, portal_id, 5, 7, time.time())
+    assert await store.events.cursor(client, portal_id) == 9

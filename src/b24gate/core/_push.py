@@ -35,6 +35,8 @@ FIRST_PAUSE = 1.0
 MAX_PAUSE = 300.0
 # How often the pusher looks for events other replicas kept.
 LOOK_EVERY = 1.0
+# The longest a replica pushes one consumer in a round (the push lock's lease is 300 s).
+PUSH_SPELL = 60.0
 SIGNATURE = "X-B24gate-Signature"
 TIMESTAMP = "X-B24gate-Timestamp"
 
@@ -129,7 +131,10 @@ class Pusher:
         if client is None or portal is None or not client.events:
             return 0  # a revoked key, or one without events: nothing leaves
         accepted = 0
-        while True:
+        # Within a share of the push lock's lease (a lease row on SQLite is not renewed):
+        # a long backlog goes on in the next round.
+        until = self._clock() + PUSH_SPELL
+        while self._clock() < until:
             cursor = await self._store.events.cursor(client.id, portal.id) or 0
             rows = await self._store.events.read(portal.id, cursor, PAGE)
             if not rows:
@@ -142,6 +147,8 @@ class Pusher:
                         "portal": portal.name,
                         "events": [event_view(e) for e in seen],
                         "next": following,
+                        # Purged before they were pushed (the service was away too long).
+                        "missed": rows[0].seq - cursor - 1,
                     }
                 )
                 failure = await self._post(push, body)
@@ -158,7 +165,11 @@ class Pusher:
                     return accepted
                 backoff.pause = 0.0
                 accepted += 1
-            await self._store.events.acknowledge(client.id, portal.id, following, time.time())
+            if not await self._store.events.advance(
+                client.id, portal.id, cursor, following, time.time()
+            ):
+                return accepted  # the cursor moved meanwhile (the key read or acknowledged)
+        return accepted
 
     async def _post(self, push: Push, body: bytes) -> str | None:
         """None when the service accepted the page; else why not (no URL, no secret)."""

@@ -379,21 +379,53 @@ class EventStore:
         """One replica at a time pushes a consumer's events of a portal (in order)."""
         return drain_lock(self._engine, portal_id, 300.0, consumer=client_id)
 
+    async def advance(
+        self, client_id: int, portal_id: int, expected: int, seq: int, now: float
+    ) -> bool:
+        """Move ``client_id``'s cursor from ``expected`` to ``seq``, only if it is still at
+        ``expected`` (no cursor counts as 0); whether it moved. A push acknowledges so: a
+        page another process pushed meanwhile does not move the cursor back."""
+        async with self._writing() as conn:
+            moved = await conn.execute(
+                sa.update(event_cursors)
+                .where(
+                    event_cursors.c.client_id == client_id,
+                    event_cursors.c.portal_id == portal_id,
+                    event_cursors.c.seq == expected,
+                )
+                .values(seq=seq, updated_at=now)
+            )
+            if moved.rowcount:
+                return True
+            if expected != 0:
+                return False
+            insert = self._insert(event_cursors).values(
+                client_id=client_id, portal_id=portal_id, seq=seq, updated_at=now
+            )
+            made = await conn.execute(insert.on_conflict_do_nothing())
+            return bool(made.rowcount)
+
     # -- retention -------------------------------------------------------------------
 
     async def purge(self, before: float) -> int:
         """Delete the events received before ``before``; how many. Each portal's head
-        remembers the highest number purged, so a consumer behind it learns it missed some."""
-        async with self._writing() as conn:
+        remembers the highest number purged, so a consumer behind it learns it missed some.
+        One short transaction a portal, in portal order: appends to the other portals'
+        logs do not wait for the whole purge."""
+        async with self._engine.connect() as conn:
             gone = (
                 await conn.execute(
-                    sa.select(events.c.portal_id, sa.func.max(events.c.seq), sa.func.count())
+                    sa.select(events.c.portal_id, sa.func.max(events.c.seq))
                     .where(events.c.received_at < before)
                     .group_by(events.c.portal_id)
+                    .order_by(events.c.portal_id)
                 )
             ).all()
-            for portal_id, highest, _ in gone:
-                await conn.execute(
+        greatest = sa.func.max if self._dialect == "sqlite" else sa.func.greatest
+        purged = 0
+        for portal_id, highest in gone:
+            async with self._writing() as conn:
+                deleted = await conn.execute(
                     sa.delete(events).where(
                         events.c.portal_id == portal_id, events.c.seq <= highest
                     )
@@ -401,10 +433,7 @@ class EventStore:
                 await conn.execute(
                     sa.update(event_heads)
                     .where(event_heads.c.portal_id == portal_id)
-                    .values(purged_seq=sa.func.max(event_heads.c.purged_seq, highest))
-                    if self._dialect == "sqlite"
-                    else sa.update(event_heads)
-                    .where(event_heads.c.portal_id == portal_id)
-                    .values(purged_seq=sa.func.greatest(event_heads.c.purged_seq, highest))
+                    .values(purged_seq=greatest(event_heads.c.purged_seq, highest))
                 )
-        return sum(int(count) for _, _, count in gone)
+            purged += deleted.rowcount
+        return purged
