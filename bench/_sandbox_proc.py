@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -55,6 +55,16 @@ def bound_run(seconds: int) -> None:
     signal.signal(signal.SIGALRM, _time_limit)
     signal.signal(signal.SIGTERM, _terminated)
     signal.alarm(seconds)
+
+
+def run_bounded(setup: Callable[[ExitStack], None]) -> None:
+    """Run ``setup`` with an exit stack for what it starts; the :func:`bound_run` alarm is
+    disarmed before the stack unwinds, so that it cannot cut a clean-up short."""
+    with ExitStack() as stack:
+        try:
+            setup(stack)
+        finally:
+            signal.alarm(0)
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

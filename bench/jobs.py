@@ -94,6 +94,7 @@ from _sandbox_proc import (
     control,
     free_port,
     gateway_process,
+    run_bounded,
     sandbox_process,
     tail,
 )
@@ -537,12 +538,7 @@ def setup_and_measure(stack: ExitStack, args: argparse.Namespace, res: Results) 
 
 
 def run(args: argparse.Namespace, res: Results) -> None:
-    with ExitStack() as stack:
-        try:
-            setup_and_measure(stack, args, res)
-        finally:
-            # Disarm before the stack unwinds, so that the alarm cannot cut a clean-up short.
-            signal.alarm(0)
+    run_bounded(lambda stack: setup_and_measure(stack, args, res))
 
 
 # -- report -----------------------------------------------------------------------------

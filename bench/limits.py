@@ -76,7 +76,6 @@ import importlib.metadata
 import json
 import math
 import resource
-import signal
 import statistics
 import sys
 import tempfile
@@ -104,6 +103,7 @@ from _sandbox_proc import (
     control,
     free_port,
     gateway_process,
+    run_bounded,
     sandbox_process,
     tail,
 )
@@ -737,12 +737,7 @@ async def measure(
 
 
 def run(args: argparse.Namespace, res: Results) -> None:
-    with ExitStack() as stack:
-        try:
-            setup_and_measure(stack, args, res)
-        finally:
-            # Disarm before the stack unwinds, so that the alarm cannot cut a clean-up short.
-            signal.alarm(0)
+    run_bounded(lambda stack: setup_and_measure(stack, args, res))
 
 
 # -- report -----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -271,7 +272,7 @@ class Events:
         is answered but kept nowhere)."""
         _verify(portal, delivery.auth)
         if delivery.event == SIGNAL:
-            self.wake(portal.id)
+            self.wake()
             return False
         subscribed = {
             s.event for s in await self._store.events.subscriptions(portal.id) if s.mode == "online"
@@ -356,7 +357,8 @@ class Events:
 
     # -- the offline drain -----------------------------------------------------------
 
-    def wake(self, portal_id: int) -> None:
+    def wake(self) -> None:
+        """Drain the offline queues now (an ONOFFLINEEVENT came)."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -526,8 +528,6 @@ def _offline_event(record: Any) -> NewEvent | None:
 
 
 def _timestamp(value: Any) -> float | None:
-    from datetime import datetime
-
     if not isinstance(value, str):
         return None
     try:

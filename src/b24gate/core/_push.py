@@ -85,8 +85,8 @@ class Pusher:
     ) -> str:
         """Push ``client_name``'s events of ``portal_name`` to ``url``; the new secret."""
         target = push_url(url, allow_http=allow_http)
-        client = next((c for c in await self._store.clients() if c.name == client_name), None)
-        if client is None or client.revoked_at is not None:
+        client = await self._store.client_by_name(client_name)
+        if client is None:
             raise UnknownClient(f"no active client named {client_name!r}")
         portal = await self._store.portal(portal_name)
         if portal is None or portal.name not in client.portals:
@@ -96,6 +96,7 @@ class Pusher:
         return secret
 
     async def remove(self, client_name: str, portal_name: str) -> bool:
+        # A revoked key's push may be removed too.
         client = next((c for c in await self._store.clients() if c.name == client_name), None)
         portal = await self._store.portal(portal_name)
         if client is None or portal is None:

@@ -559,6 +559,11 @@ class Store:
         found = await self._clients((clients.c.key_id == key_id) & clients.c.revoked_at.is_(None))
         return found[0] if found else None
 
+    async def client_by_name(self, name: str) -> Client | None:
+        """The client named ``name``, unless it was revoked."""
+        found = await self._clients((clients.c.name == name) & clients.c.revoked_at.is_(None))
+        return found[0] if found else None
+
     async def client_by_id(self, client_id: int) -> Client | None:
         """The client with this id, unless it was revoked (a job runs as its client)."""
         found = await self._clients((clients.c.id == client_id) & clients.c.revoked_at.is_(None))
