@@ -664,3 +664,17 @@ async def test_a_purge_between_head_and_page_is_still_missed(
     assert [e["cursor"] for e in body["events"]] == [3]
     assert body["missed"] == 2
     assert (await stack.gateway.store.events.head(portal.id)).purged == 0
+
+
+async def test_a_revoked_key_gets_nothing_pushed(connected: tuple[Stack, str]) -> None:
+    stack, _ = connected
+    await handler_ready(stack)
+    await events_client(stack, "1c-push")
+    async with Service() as service:
+        service.secret = await stack.gateway.pusher.configure("1c-push", "demo", service.url)
+        await post(stack, delivery(stack, record=1))
+        assert await stack.gateway.pusher.round() == 1
+        assert await stack.gateway.store.revoke_client("1c-push")
+        await post(stack, delivery(stack, record=2))
+        assert await stack.gateway.pusher.round() == 0
+        assert service.ids() == ["1"]
