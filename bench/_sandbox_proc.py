@@ -15,7 +15,6 @@ import os
 import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+# Re-exported for the benchmarks: a port below the ephemeral range.
+from b24gate.testing import free_port as free_port
 
 REDIRECT = "http://127.0.0.1:9/callback"
 CLIENT_ID = "local.bench"
@@ -173,13 +175,6 @@ def control(base_url: str, path: str, body: dict[str, Any] | None = None) -> Any
 
 
 # -- the gateway ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def clean_env(data_dir: Path, public_url: str) -> dict[str, str]:

@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,8 @@ import httpx
 import pytest
 import redis
 
+from b24gate.testing import free_port
+
 TIMEOUT = 30.0
 SECRET = "cli-test-client-secret-Zq8vW3xK1mN5pR7tY9uA2sD4fG6hJ0"
 STATUS_KEYS = [
@@ -41,13 +42,6 @@ STATUS_KEYS = [
     "access_expires_at",
     "refresh_obtained_at",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def environment(data_dir: Path, **extra: str) -> dict[str, str]:

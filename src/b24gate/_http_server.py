@@ -20,7 +20,9 @@ may be limited by address:
 from __future__ import annotations
 
 import logging
+import random
 import re
+import socket
 from typing import Any
 
 import uvicorn
@@ -99,3 +101,29 @@ def server_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Con
         lifespan="on",
         **options,
     )
+
+
+# Outgoing connections take their local port from the kernel's ephemeral range (Linux's
+# net.ipv4.ip_local_port_range, 32768-60999 by default). A port chosen now for a server
+# that binds it later is taken below that range, so that no client connection can be
+# holding it by then (a listening bind fails on a port a connection uses).
+_SERVER_PORTS = range(20_000, 32_768)
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` with nothing on it now, for a server started a moment later
+    (tests, benchmarks); never the same one twice in a process."""
+    chooser = random.SystemRandom()
+    for _ in range(1000):
+        port = chooser.choice(_SERVER_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port on {host} below the ephemeral range")

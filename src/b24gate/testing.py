@@ -4,7 +4,8 @@
   gateway in-process exactly as it runs in production (no access line with a key in it,
   no forwarded headers trusted by uvicorn); :func:`redact_target` is how a request target
   is written into a log line, and :class:`AccessLineRedactor` the filter on uvicorn's
-  access lines.
+  access lines; :func:`free_port`, a port for a server started a moment later that no
+  outgoing connection can be holding.
 - Bitrix24's PHP parameter rules, as the gateway and the sandbox read them:
   :func:`parse_php_query`, :func:`parse_php_pairs`, :func:`build_php_query`,
   :func:`unquote` (PHP's ``urldecode``), PHP's caps (:data:`MAX_INPUT_VARS`,
@@ -18,7 +19,7 @@
   the same request, as the store keeps it.
 """
 
-from ._http_server import AccessLineRedactor, redact_target, server_config
+from ._http_server import AccessLineRedactor, free_port, redact_target, server_config
 from ._logs import REQUEST_ID, JsonFormatter, RequestIdFilter, TextFormatter, fields_text
 from ._php import (
     MAX_INPUT_NESTING,
@@ -46,6 +47,7 @@ __all__ = [
     "TooManyVariables",
     "build_php_query",
     "fields_text",
+    "free_port",
     "idempotency_fingerprint",
     "parse_php_pairs",
     "parse_php_query",

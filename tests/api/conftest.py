@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,16 +22,9 @@ from b24gate.core import Gateway, new_key
 from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
 from b24gate.settings import Settings, load_settings
 from b24gate.store import NewPortal
-from b24gate.testing import server_config
+from b24gate.testing import free_port, server_config
 
 CLIENT_SECRET = "sandbox-client-secret-for-tests-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import MakeStack, Stack, free_port
+from b24gate.testing import free_port
+
+from .conftest import MakeStack, Stack
 
 
 def error_of(response: Any) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from b24pysdk.errors import BitrixAPIAccessDenied
 from fast_bitrix24 import Bitrix
 
 from b24gate.core import new_key
+from b24gate.testing import free_port
 
-from .conftest import MakeStack, Stack, Tls, free_port
+from .conftest import MakeStack, Stack, Tls
 
 DEALS = 200
 FIELDS = ["ID", "TITLE", "OPPORTUNITY", "CURRENCY_ID"]

@@ -18,9 +18,10 @@ from sqlalchemy import text
 
 from b24gate.core import Gateway
 from b24gate.store import database_url, make_engine
+from b24gate.testing import free_port
 from b24gate.testing import idempotency_fingerprint as fingerprint
 
-from .conftest import MakeStack, Stack, ci, free_port, serve_gateway
+from .conftest import MakeStack, Stack, ci, serve_gateway
 
 # The PostgreSQL test database (B24GATE_TEST_DATABASE_URL) and its reset, as test_tokens
 # uses them.

@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import MakeStack, Stack, free_port
+from b24gate.testing import free_port
+
+from .conftest import MakeStack, Stack
 from .test_jobs import adds, connected, deals, finished, results, submit
 
 

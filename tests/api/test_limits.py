@@ -12,7 +12,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from .conftest import MakeStack, Stack, ci, free_port
+from b24gate.testing import free_port
+
+from .conftest import MakeStack, Stack, ci
 
 
 async def limited(

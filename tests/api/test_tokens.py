@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from b24gate.core import Gateway, operator_call
+from b24gate.testing import free_port
 
-from .conftest import MakeStack, Stack, ci, free_port
+from .conftest import MakeStack, Stack, ci
 
 PG_URL = os.environ.get("B24GATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

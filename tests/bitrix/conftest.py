@@ -4,7 +4,6 @@ answers the sandbox never gives."""
 
 from __future__ import annotations
 
-import socket
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
@@ -55,14 +54,6 @@ async def tiny_server() -> AsyncIterator[TinyServer]:
     yield start
     for runner in runners:
         await runner.cleanup()
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening on it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def control(http: httpx.AsyncClient, path: str, body: Any = None) -> dict[str, Any]:

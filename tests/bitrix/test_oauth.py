@@ -12,9 +12,10 @@ from aiohttp import web
 from b24gate.bitrix import OAuthClient, TokenSet, server_endpoint_allowed, token_url
 from b24gate.errors import GrantRevoked, OAuthError, OAuthUnavailable, UpstreamInvalid
 from b24gate.sandbox import SandboxServer
+from b24gate.testing import free_port
 from tests.sandbox.conftest import T0, authorize_code
 
-from .conftest import TinyServer, assert_no_secret, control, counters, free_port, issued_secrets
+from .conftest import TinyServer, assert_no_secret, control, counters, issued_secrets
 
 
 async def _connect(

@@ -19,9 +19,10 @@ from b24gate.errors import (
     TokenRejected,
 )
 from b24gate.sandbox import SandboxServer
+from b24gate.testing import free_port
 from tests.sandbox.conftest import connect
 
-from .conftest import TinyServer, assert_no_secret, control, counters, free_port, issued_secrets
+from .conftest import TinyServer, assert_no_secret, control, counters, issued_secrets
 
 # -- parsing -----------------------------------------------------------------------------
 

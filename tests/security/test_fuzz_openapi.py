@@ -36,7 +36,8 @@ from b24gate.core import Gateway, new_key
 from b24gate.sandbox import Clock, SandboxConfig, SandboxServer
 from b24gate.settings import load_settings
 from b24gate.store import NewEvent
-from tests.api.conftest import CLIENT_SECRET, Stack, free_port, gateway_settings, serve_gateway
+from b24gate.testing import free_port
+from tests.api.conftest import CLIENT_SECRET, Stack, gateway_settings, serve_gateway
 
 T = TypeVar("T")
 
