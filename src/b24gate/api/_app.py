@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -30,6 +30,7 @@ from ._frame import Frame, caller
 from ._idempotency import SendHook, keyed, once
 from ._install import add_install_routes
 from ._jobs import add_job_routes
+from ._metrics import scrape
 from ._openapi import describe
 from ._parse import json_object, params_object, target
 from ._rest import add_rest_routes
@@ -227,14 +228,16 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
-        """Prometheus metrics of the per-portal queues, for the admin token only."""
-        if not _is_admin(request.app.state.gateway, request):
+        """Prometheus metrics of the per-portal queues and of each portal's state and tokens,
+        for the admin token only."""
+        gw: Gateway = request.app.state.gateway
+        if not _is_admin(gw, request):
             return error_response(
                 Forbidden(
                     "/metrics needs `Authorization: Bearer <admin token>` (B24GATE_ADMIN_TOKEN)"
                 )
             )
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await scrape(gw), media_type=CONTENT_TYPE_LATEST)
 
     return FastPaths(app, {("POST", "/api/v1/call"): call})
 

@@ -26,7 +26,7 @@ from ._commands import (
     with_auth_connector,
 )
 from ._errors import classify
-from ._limits import BATCH_LIMIT, OPERATING_LIMIT, PAGE_SIZE
+from ._limits import BATCH_LIMIT, OPERATING_LIMIT, PAGE_SIZE, REFRESH_TOKEN_LIFETIME
 from ._names import METHOD_NAME, method_reads, valid_method
 from ._oauth import (
     ALLOWED_OAUTH_HOSTS,
@@ -65,6 +65,7 @@ __all__ = [
     "PAGE_SIZE",
     "PLANS",
     "REFERENCE",
+    "REFRESH_TOKEN_LIFETIME",
     "Batch",
     "BatchAnswer",
     "BatchCommand",

@@ -15,3 +15,5 @@ PAGE_SIZE: Final = 50
 # Seconds of operating time a method may be charged within 10 minutes before Bitrix24
 # blocks it with OPERATION_TIME_LIMIT (§5.2; the docs' example size).
 OPERATING_LIMIT: Final = 480.0
+# Seconds a refresh token lives unused: 180 days; each refresh issues a new one (§1.4).
+REFRESH_TOKEN_LIFETIME: Final = 180 * 24 * 3600

@@ -33,6 +33,7 @@ from ._store import (
     PortalState,
     Store,
     TokenMethod,
+    TokenTimes,
 )
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "StoredAnswer",
     "Subscription",
     "TokenMethod",
+    "TokenTimes",
     "database_url",
     "key_id",
     "load_master_key",

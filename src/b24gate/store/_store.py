@@ -133,6 +133,17 @@ class Grant:
 
 
 @dataclass(frozen=True)
+class TokenTimes:
+    """A portal's state and its grant's times, without a secret: what monitoring reads."""
+
+    name: str
+    kind: PortalKind
+    state: PortalState
+    access_expires_at: float | None  # None: the portal has no grant
+    refresh_obtained_at: float | None
+
+
+@dataclass(frozen=True)
 class Client:
     """A client API key's record; empty ``methods`` or ``ips`` allow any, empty ``events``
     none."""
@@ -325,6 +336,24 @@ class Store:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(sa.select(portals).order_by(portals.c.name))).all()
         return [self._portal(row) for row in rows]
+
+    async def token_times(self) -> list[TokenTimes]:
+        """Every portal's state and grant times in one query, by name; nothing is decrypted,
+        so a scrape every few seconds stays cheap."""
+        query = (
+            sa.select(
+                portals.c.name,
+                portals.c.kind,
+                portals.c.state,
+                grants.c.access_expires_at,
+                grants.c.refresh_obtained_at,
+            )
+            .outerjoin(grants, grants.c.portal_id == portals.c.id)
+            .order_by(portals.c.name)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [TokenTimes(*row) for row in rows]
 
     async def update_portal(self, name: str, /, **changes: Unpack[PortalChanges]) -> Portal:
         """Change some of a portal's fields; raises :class:`UnknownPortal` for no such portal."""
