@@ -72,6 +72,14 @@ from ._forward import Forwarder, RetryPolicy, rest_base
 from ._gateway import Gateway
 from ._install import Installer
 from ._jobs import MAX_JOB_COMMANDS, JobRunner
+from ._keys import (
+    KeyInfo,
+    KeyRotation,
+    current_key_info,
+    key_from_settings,
+    new_key_file,
+    rotate_master_key,
+)
 from ._limiter import SHARED_RETRY, FallbackLimiter, Limiter, LocalLimiter, RedisLimiter
 from ._operating import OPERATING_WAIT, OperatingBudget
 from ._push import Pusher, push_url, signature
@@ -106,6 +114,8 @@ __all__ = [
     "Installer",
     "IssuedKey",
     "JobRunner",
+    "KeyInfo",
+    "KeyRotation",
     "Limiter",
     "ListQuery",
     "LocalLimiter",
@@ -130,6 +140,7 @@ __all__ = [
     "authenticate",
     "bearer",
     "client_name",
+    "current_key_info",
     "decode_cursor",
     "encode_cursor",
     "event_allowed",
@@ -139,6 +150,7 @@ __all__ = [
     "handler_url",
     "hash_key",
     "ip_ranges",
+    "key_from_settings",
     "key_id_of",
     "key_matches",
     "list_clients",
@@ -148,6 +160,7 @@ __all__ = [
     "method_patterns",
     "new_client",
     "new_key",
+    "new_key_file",
     "oauth_address",
     "oauth_portal",
     "oauth_server",
@@ -163,6 +176,7 @@ __all__ = [
     "request_budget",
     "rest_base",
     "revoke_client",
+    "rotate_master_key",
     "run_commands",
     "set_portal",
     "signature",

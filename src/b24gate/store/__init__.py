@@ -21,8 +21,17 @@ from ._engine import (
 from ._events import Event, EventStore, Head, NewEvent, Push, Subscription
 from ._idempotency import Begun, IdempotencyStore, StoredAnswer
 from ._jobs import JobCommand, JobInfo, JobResult, JobStore, NewJob, Runnable
-from ._keyfile import load_master_key
-from ._schema import metadata
+from ._keyfile import (
+    KEY_FILE_NAME,
+    NEW_KEY_FILE_NAME,
+    generate_key,
+    install_new_key,
+    load_master_key,
+    read_key_file,
+    write_key_file,
+)
+from ._rotate import CHUNK_ROWS, Rotation
+from ._schema import SEALED, Sealed, metadata
 from ._store import (
     Client,
     Grant,
@@ -34,11 +43,16 @@ from ._store import (
     Store,
     TokenMethod,
     TokenTimes,
+    store_key_id,
 )
 
 __all__ = [
+    "CHUNK_ROWS",
+    "KEY_FILE_NAME",
     "MIGRATIONS_DIR",
+    "NEW_KEY_FILE_NAME",
     "REFRESH_LOCK_NAMESPACE",
+    "SEALED",
     "Begun",
     "ChangeWatch",
     "Cipher",
@@ -62,7 +76,9 @@ __all__ = [
     "PortalState",
     "Push",
     "ReadCache",
+    "Rotation",
     "Runnable",
+    "Sealed",
     "Store",
     "StoreConflict",
     "StoredAnswer",
@@ -70,10 +86,15 @@ __all__ = [
     "TokenMethod",
     "TokenTimes",
     "database_url",
+    "generate_key",
+    "install_new_key",
     "key_id",
     "load_master_key",
     "make_engine",
     "metadata",
+    "read_key_file",
+    "store_key_id",
     "upgrade",
+    "write_key_file",
     "write_transaction",
 ]

@@ -7,6 +7,7 @@ names the key that sealed it, so that keys can be rotated later without guessing
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Mapping
 
@@ -23,10 +24,21 @@ _HEADER_SIZE = len(_FORMAT) + _KEY_ID_SIZE + _NONCE_SIZE
 _TAG_SIZE = 16
 KEY_MISMATCH = "the master key does not match this store"
 
+_log = logging.getLogger("b24gate.store")
+
 
 def key_id(key: bytes) -> str:
     """The public name of a key: it identifies the key without revealing anything of it."""
     return _raw_key_id(key).hex()
+
+
+def blob_key_id(blob: bytes) -> str | None:
+    """The id of the key that sealed ``blob`` (read from its header), or None for a blob
+    of no known format."""
+    blob = bytes(blob)
+    if len(blob) < _HEADER_SIZE + _TAG_SIZE or blob[:1] != _FORMAT:
+        return None
+    return blob[1 : 1 + _KEY_ID_SIZE].hex()
 
 
 def _raw_key_id(key: bytes) -> bytes:
@@ -75,6 +87,16 @@ class Cipher:
             raise ConfigError(KEY_MISMATCH)
         aead = self._keys.get(blob[1 : 1 + _KEY_ID_SIZE])
         if aead is None:
+            # Most likely the master key was rotated while this process ran (it holds the
+            # old key): say so in the log, where an administrator looks, not to the caller.
+            _log.error(
+                "a value of %s.%s is sealed with master key %s, which this process does not "
+                "hold (its key is %s): if the master key was rotated, restart with the new key",
+                table,
+                column,
+                blob[1 : 1 + _KEY_ID_SIZE].hex(),
+                self.current_key_id,
+            )
             raise ConfigError(KEY_MISMATCH)
         nonce = blob[1 + _KEY_ID_SIZE : _HEADER_SIZE]
         try:

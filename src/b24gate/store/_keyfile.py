@@ -11,9 +11,11 @@ import stat
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._crypto import KEY_SIZE
+from ._crypto import KEY_SIZE, key_id
 
 KEY_FILE_NAME = "master.key"
+# A rotation's new key until the store is sealed with it (docs/security.md).
+NEW_KEY_FILE_NAME = "master.key.new"
 
 
 def load_master_key(data_dir: Path, env_value: str | None, file: Path | None) -> bytes:
@@ -30,6 +32,11 @@ def load_master_key(data_dir: Path, env_value: str | None, file: Path | None) ->
     if file is not None:
         return _read_key_file(file)
     path = data_dir / KEY_FILE_NAME
+    if (data_dir / NEW_KEY_FILE_NAME).exists():
+        raise ConfigError(
+            f"a master key rotation was interrupted ({data_dir / NEW_KEY_FILE_NAME} exists): "
+            "run `b24gate key rotate` to finish or undo it"
+        )
     if not path.exists():
         _create_key_file(data_dir, path)
     return _read_key_file(path)
@@ -74,22 +81,70 @@ def _create_key_file(data_dir: Path, path: Path) -> None:
         if not data_dir.exists():
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(data_dir, 0o700)  # mkdir's mode is filtered by the umask
-        # Write a private temporary file, then publish it with link(), which fails if another
-        # process published first: readers never see a half-written key.
-        tmp = data_dir / f".{KEY_FILE_NAME}.{secrets.token_hex(8)}.tmp"
+    except OSError as exc:
+        raise ConfigError(f"cannot create the master key file {path}: {exc.strerror}") from None
+    # Another process may publish its key first: then that one is the key.
+    with contextlib.suppress(FileExistsError):
+        _publish(path, generate_key())
+
+
+def generate_key() -> bytes:
+    """A fresh random master key."""
+    return secrets.token_bytes(KEY_SIZE)
+
+
+def read_key_file(path: Path) -> bytes:
+    """The key in ``path`` (base64), refused when group or others may read the file."""
+    return _read_key_file(path)
+
+
+def write_key_file(path: Path, key: bytes) -> None:
+    """Write ``key`` to a new file ``path`` (mode 0600, on disk before this returns); an
+    existing file is refused, never overwritten."""
+    try:
+        _publish(path, key)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists already: it is never overwritten") from None
+
+
+def install_new_key(data_dir: Path, old_key: bytes) -> Path:
+    """Finish a rotation of ``<data_dir>/master.key``: the old key is kept as
+    ``master.key.old-<key id prefix>``, then ``master.key.new`` becomes ``master.key`` in one
+    rename. Safe to repeat after a crash at any step; the old key's file is returned."""
+    path = data_dir / KEY_FILE_NAME
+    kept = data_dir / f"{KEY_FILE_NAME}.old-{key_id(old_key)[:8]}"
+    try:
+        _publish(kept, old_key)
+    except FileExistsError:
+        if _read_key_file(kept) != old_key:
+            raise ConfigError(f"{kept} holds another key: move it away and run again") from None
+    try:
+        os.replace(data_dir / NEW_KEY_FILE_NAME, path)
+        _fsync_dir(data_dir)
+    except OSError as exc:
+        raise ConfigError(f"cannot rename the new master key into {path}: {exc.strerror}") from None
+    return kept
+
+
+def _publish(path: Path, key: bytes) -> None:
+    """Write a private temporary file, then publish it with link(), which fails (with
+    FileExistsError) if ``path`` exists: readers never see a half-written key."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(base64.b64encode(secrets.token_bytes(KEY_SIZE)) + b"\n")
+                f.write(base64.b64encode(key) + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
+            os.link(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(data_dir)
+        _fsync_dir(path.parent)
+    except FileExistsError:
+        raise
     except OSError as exc:
-        raise ConfigError(f"cannot create the master key file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot write the master key file {path}: {exc.strerror}") from None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -31,7 +31,7 @@ from ..bitrix import (
 )
 from ..errors import ConfigError, StoreConflict, UnknownPortal
 from ._changes import ChangeWatch
-from ._crypto import KEY_MISMATCH, Cipher
+from ._crypto import KEY_MISMATCH, Cipher, blob_key_id
 from ._engine import (
     Dialect,
     dialect_of,
@@ -45,6 +45,7 @@ from ._events import EventStore
 from ._idempotency import IdempotencyStore
 from ._jobs import JobStore
 from ._locks import refresh_lock
+from ._rotate import CHUNK_ROWS, Rotation, reseal
 from ._schema import client_portals, clients, grants, meta, oauth_states, portals, tickets
 
 PortalState = Literal["connected", "needs_authorization", "not_connected"]
@@ -252,6 +253,12 @@ class Store:
     @property
     def dialect(self) -> Dialect:
         return self._dialect
+
+    async def rotate_key(self, new: Cipher, *, chunk_rows: int = CHUNK_ROWS) -> Rotation:
+        """Seal every secret of the store again with ``new``'s current key, in one
+        transaction (all or nothing). This store keeps the old key: close it afterwards and
+        open the store with the new one."""
+        return await reseal(self._engine, self._dialect, self._cipher, new, chunk_rows=chunk_rows)
 
     async def ping(self) -> None:
         """Ask the database a trivial question; raises (the driver's error) when it cannot
@@ -787,6 +794,22 @@ class Store:
         async with write_transaction(self._engine) as conn:
             row = (await conn.execute(spend)).first()
         return None if row is None else (int(row.portal_id), bool(row.force))
+
+
+async def store_key_id(url: str) -> str | None:
+    """The id of the key that the store at ``url`` is sealed with (its key check's), read
+    without any key; None for a store never opened."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            if not await conn.run_sync(lambda c: sa.inspect(c).has_table(meta.name)):
+                return None
+            blob = await conn.scalar(sa.select(meta.c.value).where(meta.c.key == "key_check"))
+    except (SQLAlchemyError, OSError) as exc:
+        raise ConfigError(f"cannot open the store at {safe_url(url)}: {_reason(exc)}") from exc
+    finally:
+        await engine.dispose()
+    return None if blob is None else blob_key_id(blob)
 
 
 def _unknown_portal(name: str) -> UnknownPortal:
