@@ -1,0 +1,300 @@
+"""The production files (deploy/, compose.yaml, docs/deploy.md) hold only what the gateway
+knows: real settings, real commands and options, units and configurations their own
+tools accept, and limits that do not cut off what the gateway allows."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+import yaml
+
+from b24gate.cli import app
+from b24gate.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+DOC = ROOT / "docs" / "deploy.md"
+COMPOSE = ROOT / "compose.yaml"
+UNITS = DEPLOY / "systemd"
+NGINX = DEPLOY / "nginx" / "b24gate.conf"
+ENV_EXAMPLE = DEPLOY / "b24gate.env.example"
+INSTALLED_BINARY = "/opt/b24gate/venv/bin/b24gate"
+
+# Read by load_settings() itself rather than being fields: the TOML file, the token's file.
+NOT_FIELDS = {"B24GATE_CONFIG", "B24GATE_ADMIN_TOKEN_FILE"}
+SETTING_NAMES = {f"B24GATE_{name.upper()}" for name in Settings.model_fields} | NOT_FIELDS
+
+# Commands docs/deploy.md names that are being added alongside it (docs/security.md's key
+# rotation, docs/doctor.md): until they are in the CLI, their names are taken on trust.
+PENDING_COMMANDS = {("key", "rotate"), ("key", "generate"), ("doctor",)}
+# Pages being written alongside it.
+PENDING_PAGES = {"monitoring.md", "doctor.md"}
+
+_SETTING = re.compile(r"\bB24GATE_[A-Z0-9_]+")
+_FENCE = re.compile(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
+_SPAN = re.compile(r"`([^`\n]+)`")
+# `b24gate` where it runs: a word of its own (or a path's last part) followed by arguments.
+_INVOCATION = re.compile(r"(?<![\w@.:-])b24gate((?:[ \t]+[^\s|;&<>()#]+)+)")
+_COMMENT = re.compile(r"(?:^|(?<=\s))#.*$", re.MULTILINE)
+_WORD = re.compile(r"[a-z][a-z-]*")
+
+
+def _deploy_files() -> list[Path]:
+    files = [p for p in DEPLOY.rglob("*") if p.is_file()]
+    return [*files, COMPOSE, ROOT / "Dockerfile", DOC]
+
+
+def _invocations(text: str) -> Iterator[list[str]]:
+    """Each `b24gate ARGS…` in the code of a Markdown page or a unit's command lines."""
+    code = [_COMMENT.sub("", block).replace("\\\n", " ") for block in _FENCE.findall(text)]
+    prose = _FENCE.sub("", text)
+    code += _SPAN.findall(prose.replace("\n", " "))
+    for snippet in code:
+        for match in _INVOCATION.finditer(snippet):
+            args = match.group(1).split()
+            if _WORD.fullmatch(args[0]):
+                yield args
+
+
+def _resolve(args: list[str]) -> tuple[tuple[str, ...], Any]:
+    """The command path ``args`` names and its click command (None: no such command).
+
+    Typer's click may be its own copy, so groups are told by their ``commands``."""
+    command: Any = typer.main.get_command(app)
+    path: list[str] = []
+    rest = list(args)
+    while hasattr(command, "commands") and rest and _WORD.fullmatch(rest[0]):
+        sub = command.commands.get(rest[0])
+        path.append(rest.pop(0))
+        if sub is None:
+            return tuple(path), None
+        command = sub
+    if hasattr(command, "commands"):
+        return tuple(path), None  # a group alone runs nothing
+    return tuple(path), command
+
+
+def _check_invocation(args: list[str], where: str) -> None:
+    path, command = _resolve(args)
+    if command is None:
+        assert path in PENDING_COMMANDS, f"{where}: `b24gate {' '.join(args)}`: no such command"
+        return
+    options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    for arg in args[len(path) :]:
+        if arg.startswith("--"):
+            name = arg.split("=", 1)[0]
+            assert name in options, f"{where}: `b24gate {' '.join(path)}` has no {name}"
+
+
+def test_every_setting_named_is_a_real_one() -> None:
+    for file in _deploy_files():
+        names = set(_SETTING.findall(file.read_text(encoding="utf-8")))
+        assert names <= SETTING_NAMES, f"{file.relative_to(ROOT)}: {names - SETTING_NAMES}"
+
+
+def test_every_command_in_the_page_and_the_units_exists_with_its_options() -> None:
+    seen = []
+    for args in _invocations(DOC.read_text(encoding="utf-8")):
+        _check_invocation(args, "docs/deploy.md")
+        seen.append(" ".join(args[:2]))
+    # The page's steps, found (the parser has not gone blind).
+    for step in ("db upgrade", "portal add", "portal authorize", "client add", "key rotate"):
+        assert step in seen
+    for unit in UNITS.glob("*.service"):
+        for line in unit.read_text(encoding="utf-8").splitlines():
+            if line.startswith("ExecStart="):
+                binary, *args = line.removeprefix("ExecStart=").split()
+                assert binary == INSTALLED_BINARY
+                _check_invocation(args, unit.name)
+
+
+def test_the_page_links_to_files_that_exist() -> None:
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", DOC.read_text(encoding="utf-8")):
+        if target.startswith("http"):
+            continue
+        path = (DOC.parent / target).resolve()
+        assert path.exists() or path.name in PENDING_PAGES, target
+
+
+def test_the_env_example_loads_as_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [n for n in os.environ if n.startswith("B24GATE_")]:
+        monkeypatch.delenv(name)
+    values = {}
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            # Plain NAME=value: systemd and the shell of b24gate-admin.sh read it alike.
+            assert re.fullmatch(r"[A-Z0-9_]+", name)
+            assert re.fullmatch(r"[^\s'\"$`\\]+", value)
+            values[name] = value
+    token = tmp_path / "admin.token"
+    token.write_text("t0ken\n")
+    values["B24GATE_ADMIN_TOKEN_FILE"] = str(token)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.public_url.startswith("https://")
+    assert settings.database_url
+    assert settings.database_url.startswith("postgresql://")
+    assert settings.redis_url
+    assert settings.master_key_file
+    assert settings.trusted_proxies == ["127.0.0.1/32", "::1/128"]
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == "t0ken"
+
+
+def _nginx_size(value: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    return int(value[:-1]) * units[value[-1].lower()] if value[-1].isalpha() else int(value)
+
+
+def _default(setting: str) -> float:
+    value = Settings.model_fields[setting].default
+    assert isinstance(value, int | float)
+    return value
+
+
+def test_nginx_lets_through_what_the_gateway_allows() -> None:
+    conf = NGINX.read_text(encoding="utf-8")
+    sizes = [_nginx_size(v) for v in re.findall(r"client_max_body_size (\w+);", conf)]
+    # The server's own limit is above B24GATE_BODY_LIMIT (the gateway answers 413 itself)
+    # and the jobs route's above B24GATE_JOB_BODY_LIMIT.
+    assert min(sizes) > _default("body_limit")
+    assert max(sizes) > _default("job_body_limit")
+    jobs = conf[conf.index("location = /api/v1/jobs") :]
+    assert _nginx_size(re.findall(r"client_max_body_size (\w+);", jobs)[0]) == max(sizes)
+    # A call may wait its turn and then Bitrix24's answer; a long poll of events waits 60 s.
+    timeout = int(re.findall(r"proxy_read_timeout (\d+)s;", conf)[0])
+    assert timeout > _default("queue_max_wait") + _default("upstream_timeout") + 60
+    # X-Forwarded-For is set by nginx, which the env example trusts.
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
+
+
+def _compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_compose_services_are_whole_and_hold_no_secret() -> None:
+    compose = _compose()
+    services: dict[str, dict[str, Any]] = compose["services"]
+    declared_secrets = set(compose.get("secrets", {}))
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        for target in service.get("depends_on", {}):
+            assert target in services, f"{name} depends on {target}"
+        assert set(service.get("secrets", [])) <= declared_secrets, name
+        environment = service.get("environment", {})
+        for variable in (v for v in environment if v.startswith("B24GATE_")):
+            assert variable in SETTING_NAMES, f"{name}: {variable}"
+        # Secrets come as files, never as values in the file.
+        assert not {"B24GATE_MASTER_KEY", "B24GATE_ADMIN_TOKEN"} & set(environment), name
+    for secret in compose["secrets"].values():
+        assert secret["file"].startswith("./secrets/")
+    assert "/secrets/" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+
+    gateways = {n: s for n, s in services.items() if s.get("image") == "b24gate:local"}
+    assert gateways["migrate"]["command"] == ["db", "upgrade"]
+    replicas = {n: s for n, s in gateways.items() if n != "migrate"}
+    assert len(replicas) >= 2
+    for name, replica in replicas.items():
+        assert replica["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }, name
+        assert replica["environment"]["B24GATE_MASTER_KEY_FILE"].startswith("/run/secrets/")
+    # The host's nginx fronts the published ports unchanged.
+    published = {p.split(":")[1] for r in replicas.values() for p in r["ports"]}
+    upstream = set(re.findall(r"server 127\.0\.0\.1:(\d+)", NGINX.read_text(encoding="utf-8")))
+    assert published == upstream
+
+
+def test_compose_passes_docker_compose_config(tmp_path: Path) -> None:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose is not installed (.ci/run installs it)")
+    env = {
+        "PATH": os.environ["PATH"],
+        "POSTGRES_PASSWORD": "not-a-secret",
+        "B24GATE_PUBLIC_URL": "https://gate.example.com",
+    }
+    command = [tool, "--project-directory", str(ROOT), "-f", str(COMPOSE), "config", "-q"]
+
+    def config() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=tmp_path, check=False, timeout=60
+        )
+
+    run = config()
+    assert run.returncode == 0, run.stderr
+    # Without the password it refuses to start rather than use an empty one.
+    del env["POSTGRES_PASSWORD"]
+    run = config()
+    assert run.returncode != 0
+    assert "POSTGRES_PASSWORD" in run.stderr
+
+
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed")
+    # The units name the installed command; verify checks it is executable, so point them
+    # at this one.
+    binary = shutil.which("b24gate")
+    assert binary is not None
+    for unit in UNITS.iterdir():
+        text = unit.read_text(encoding="utf-8").replace(INSTALLED_BINARY, binary)
+        (tmp_path / unit.name).write_text(text, encoding="utf-8")
+    names = ["b24gate@8081.service", "b24gate-doctor.service", "b24gate-doctor.timer"]
+    run = subprocess.run(
+        [tool, "verify", *(f"./{n}" for n in names)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=60,
+    )
+    # An unknown or misspelt directive is only a warning: any output fails.
+    assert run.returncode == 0, run.stderr
+    assert (run.stdout + run.stderr).strip() == ""
+
+
+def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
+    tool = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None
+    )
+    if tool is None:
+        pytest.skip("nginx is not installed")
+    trustme = pytest.importorskip("trustme")
+    cert = trustme.CA().issue_cert("gate.example.com")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    (tmp_path / "logs").mkdir()
+    conf = (
+        NGINX.read_text(encoding="utf-8")
+        .replace("/etc/letsencrypt/live/gate.example.com/fullchain.pem", str(tmp_path / "cert.pem"))
+        .replace("/etc/letsencrypt/live/gate.example.com/privkey.pem", str(tmp_path / "key.pem"))
+        .replace("/var/log/nginx/", f"{tmp_path}/logs/")
+    )
+    (tmp_path / "b24gate.conf").write_text(conf, encoding="utf-8")
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{\n    include {tmp_path}/b24gate.conf;\n}}\n",
+        encoding="utf-8",
+    )
+    run = subprocess.run(
+        [tool, "-t", "-q", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
