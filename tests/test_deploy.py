@@ -32,9 +32,9 @@ INSTALLED_BINARY = "/opt/b24gate/venv/bin/b24gate"
 NOT_FIELDS = {"B24GATE_CONFIG", "B24GATE_ADMIN_TOKEN_FILE"}
 SETTING_NAMES = {f"B24GATE_{name.upper()}" for name in Settings.model_fields} | NOT_FIELDS
 
-# Commands docs/deploy.md names that are being added alongside it (docs/security.md's key
-# rotation, docs/doctor.md): until they are in the CLI, their names are taken on trust.
-PENDING_COMMANDS = {("key", "rotate"), ("key", "generate"), ("doctor",)}
+# A command docs/deploy.md names that is being added alongside it (docs/doctor.md): until
+# it is in the CLI, its name is taken on trust.
+PENDING_COMMANDS = {("doctor",)}
 # Pages being written alongside it.
 PENDING_PAGES = {"monitoring.md", "doctor.md"}
 
