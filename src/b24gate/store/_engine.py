@@ -15,6 +15,8 @@ from typing import Any, Literal, TypeVar
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -195,3 +197,19 @@ def _upgrade_head(conn: Connection) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = conn
     command.upgrade(config, "head")
+
+
+def head_revision() -> str:
+    """The newest migration this version of b24gate knows."""
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    if head is None:  # pragma: no cover - the package ships its migrations
+        raise RuntimeError("no migrations found")
+    return head
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The migration the database is at (None: no schema yet); reads, never migrates."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
