@@ -48,6 +48,7 @@ from ._admin import (
 from ._bulk import MAX_COMMANDS, BulkResult, Command, run_commands
 from ._connect import Connected, Connector
 from ._dispatcher import CallResult, Dispatcher
+from ._doctor import SEVERITIES, Finding, Severity, counts, diagnose, exit_code
 from ._events import (
     CONNECTOR,
     HANDLER_PATH,
@@ -95,6 +96,7 @@ __all__ = [
     "MAX_JOB_COMMANDS",
     "MAX_PAGE_SIZE",
     "OPERATING_WAIT",
+    "SEVERITIES",
     "SHARED_RETRY",
     "Budget",
     "BulkResult",
@@ -109,6 +111,7 @@ __all__ = [
     "EventUnverifiable",
     "Events",
     "FallbackLimiter",
+    "Finding",
     "Forwarder",
     "Gateway",
     "Installer",
@@ -130,6 +133,7 @@ __all__ = [
     "RedisLimiter",
     "RetryPolicy",
     "Scheduler",
+    "Severity",
     "TokenManager",
     "TokenPolicy",
     "WebhookAddress",
@@ -140,12 +144,15 @@ __all__ = [
     "authenticate",
     "bearer",
     "client_name",
+    "counts",
     "current_key_info",
     "decode_cursor",
+    "diagnose",
     "encode_cursor",
     "event_allowed",
     "event_names",
     "event_view",
+    "exit_code",
     "fix_for",
     "handler_url",
     "hash_key",
