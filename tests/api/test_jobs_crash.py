@@ -22,8 +22,11 @@ from .conftest import MakeStack, Stack
 from .test_jobs import adds, connected, deals, finished, results, submit
 
 
-def start_serve(data_dir: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start_serve(
+    data_dir: Path, env_extra: dict[str, str], port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``b24gate serve`` on ``port`` (a free one by default); its URL."""
+    port = port or free_port()
     env = {**os.environ, "B24GATE_DATA_DIR": str(data_dir), **env_extra}
     # Its log is kept beside its data, and shown when a test fails (see serve_logs).
     with (data_dir / f"serve-{port}.log").open("wb") as log:
