@@ -17,6 +17,8 @@
   text line quotes them).
 - :func:`idempotency_fingerprint`: what makes two requests under one ``Idempotency-Key``
   the same request, as the store keeps it.
+- :class:`AdminSessions` and :data:`ADMIN_SESSION_TTL`: the admin page's session cookies,
+  to make one that has expired (its ``clock``).
 """
 
 from ._http_server import AccessLineRedactor, free_port, redact_target, server_config
@@ -32,13 +34,17 @@ from ._php import (
     parse_php_query,
     unquote,
 )
+from .api._admin_session import SESSION_TTL as ADMIN_SESSION_TTL
+from .api._admin_session import Sessions as AdminSessions
 from .api._idempotency import fingerprint as idempotency_fingerprint
 
 __all__ = [
+    "ADMIN_SESSION_TTL",
     "MAX_INPUT_NESTING",
     "MAX_INPUT_VARS",
     "REQUEST_ID",
     "AccessLineRedactor",
+    "AdminSessions",
     "JsonFormatter",
     "NestingTooDeep",
     "PhpInputError",

@@ -72,7 +72,7 @@ async def test_migrations_create_exactly_the_schema_and_are_idempotent(
     await upgrade(raw_engine)
     await upgrade(raw_engine)
     async with raw_engine.connect() as conn:
-        assert await conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0006"
+        assert await conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0007"
         assert await conn.run_sync(_schema_differences) == []
 
 

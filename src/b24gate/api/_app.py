@@ -21,6 +21,7 @@ from ..bitrix import is_read
 from ..core import Gateway, bearer
 from ..errors import B24GateError, Forbidden, InvalidTicket, RequestError, UnknownPortal
 from ..settings import Settings
+from ._admin_page import add_admin_routes
 from ._body import read_body
 from ._bulk import add_bulk_routes
 from ._errors import error_response, gateway_shape, json_response, reduced_batch
@@ -210,6 +211,7 @@ def create_app(
     add_event_routes(app)
     add_rest_routes(app)
     add_install_routes(app)
+    add_admin_routes(app)
 
     @app.get("/healthz")
     async def healthz() -> Response:

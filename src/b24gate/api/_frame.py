@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -33,7 +34,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from .._logs import fields_text
-from ..core import Gateway, authenticate, bearer, peer_address
+from ..core import CALL_PORTAL, Activity, Gateway, authenticate, bearer, peer_address
 from ..errors import B24GateError
 from ..store import Client
 from ._errors import Shape, error_response, gateway_shape
@@ -42,6 +43,20 @@ from ._parse import too_deep
 call_log = logging.getLogger("b24gate.calls")
 # The status a call's line carries when the client closed the connection first (nginx's).
 CLIENT_CLOSED = 499
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What :func:`caller` learnt of the request, for the frame's record of the call
+    (:class:`b24gate.core.Activity`): where the record goes, the address, the client."""
+
+    activity: Activity
+    address: str | None
+    client_id: int | None = None
+
+
+# Set by caller(), read when the frame ends: a frame reaches its gateway only through it.
+_SEEN: ContextVar[_Seen | None] = ContextVar("b24gate_seen", default=None)
 
 
 class Measured(Protocol):
@@ -68,6 +83,7 @@ class Frame:
         "_log",
         "_shape",
         "_started",
+        "code",
         "method",
         "refusal",
         "route",
@@ -96,7 +112,11 @@ class Frame:
         self.who = "-"
         self.method = "-"
         self.status = 500
+        self.code: str | None = None
         self.source: Measured | None = None
+        # A request's frame starts with nothing known of its caller or portal.
+        _SEEN.set(None)
+        CALL_PORTAL.set(None)
 
     def __enter__(self) -> Frame:
         return self
@@ -116,7 +136,9 @@ class Frame:
             self.refusal = Response(status_code=CLIENT_CLOSED)
             self.status = CLIENT_CLOSED
         elif isinstance(exc, Exception):
-            self.refusal = error_response(self.known(exc), self._shape)
+            known = self.known(exc)
+            self.code = known.code
+            self.refusal = error_response(known, self._shape)
             self.status = self.refusal.status_code
         if not self._deferred:
             self._line()
@@ -172,6 +194,18 @@ class Frame:
             "surface": self.surface,
         }
         call_log.info("%s", fields_text(fields), extra={"fields": fields})
+        seen = _SEEN.get()
+        if seen is not None and self.status != CLIENT_CLOSED:
+            seen.activity.seen(
+                surface=self.surface,
+                status=self.status,
+                code=self.code,
+                client_id=seen.client_id,
+                client=None if self.who == "-" else self.who,
+                portal=source.portal if source is not None else CALL_PORTAL.get(),
+                method=None if self.method == "-" else self.method,
+                address=seen.address,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +219,14 @@ class Caller:
 async def caller(request: Request, gw: Gateway, key: str | None = None) -> Caller:
     """Who sends ``request``: the client of ``key`` (a key the surface found itself, as
     ``/rest/`` does in a path, query or body), else of its ``Authorization: Bearer``."""
+    seen = _Seen(gw.activity, peer(request, gw))
+    _SEEN.set(seen)
     await gw.reads.refresh()
     if key is None:
         key = bearer(request.headers.get("authorization"))
     client = await authenticate(gw.reads, key)
-    return Caller(client, peer(request, gw))
+    seen.client_id = client.id
+    return Caller(client, seen.address)
 
 
 def peer(request: Request, gw: Gateway) -> str | None:

@@ -20,6 +20,7 @@ from ._access import (
     new_key,
     peer_address,
 )
+from ._activity import CALL_PORTAL, Activity
 from ._admin import (
     Budget,
     IssuedKey,
@@ -41,6 +42,7 @@ from ._admin import (
     portal_status,
     request_budget,
     revoke_client,
+    set_client_methods,
     set_portal,
     token_request_method,
     webhook_portal,
@@ -89,6 +91,7 @@ from ._tokens import TokenManager, TokenPolicy, acceptable_endpoint, oauth_serve
 from ._webhook import fix_for, webhook_fix
 
 __all__ = [
+    "CALL_PORTAL",
     "CONNECTOR",
     "HANDLER_PATH",
     "LINGER",
@@ -98,6 +101,7 @@ __all__ = [
     "OPERATING_WAIT",
     "SEVERITIES",
     "SHARED_RETRY",
+    "Activity",
     "Budget",
     "BulkResult",
     "CallResult",
@@ -185,6 +189,7 @@ __all__ = [
     "revoke_client",
     "rotate_master_key",
     "run_commands",
+    "set_client_methods",
     "set_portal",
     "signature",
     "token_request_method",

@@ -413,6 +413,15 @@ async def revoke_client(store: Store, name: str) -> None:
         raise UnknownClient(f"no active client named {name!r}")
 
 
+async def set_client_methods(store: Store, name: str, methods: Iterable[str]) -> None:
+    """Change the method patterns of an active client's key (none: every method); its next
+    call is checked against them. :class:`UnknownClient` when no active client has that
+    name."""
+    checked = method_patterns(methods)
+    if not await store.set_client_methods(name, list(checked)):
+        raise UnknownClient(f"no active client named {name!r}")
+
+
 async def operator_call(
     dispatcher: Dispatcher, portal: str, method: str, params: Mapping[str, Any]
 ) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import OperationTimeLimit, RateLimited
 from ..store import Client, ReadCache
+from ._activity import CALL_PORTAL
 from ._admission import Admitted, Entrance, admit_calls
 from ._forward import Forwarder
 from ._operating import OperatingBudget
@@ -49,6 +50,11 @@ class Dispatcher:
         self._forwarder = forwarder
         self._scheduler = scheduler
         self._operating = operating
+
+    @property
+    def operating(self) -> OperatingBudget:
+        """Bitrix24's operating-time budget as this process follows it (the admin page)."""
+        return self._operating
 
     async def admit(
         self,
@@ -95,6 +101,7 @@ class Dispatcher:
         What is forwarded is what was checked: a ``batch`` goes on rebuilt from the commands
         its key was checked against. REST 3.0's own batch is refused (:mod:`._admission`).
         """
+        CALL_PORTAL.set(portal_name or domain)
         admitted = await self.admit(
             client,
             [(method, params)],
@@ -104,6 +111,7 @@ class Dispatcher:
             entrance="rest3" if v3 else "call",
         )
         portal, params = admitted.portal, admitted.params[0]
+        CALL_PORTAL.set(portal.name)
         await self._operating.hold(portal, method)
         started = time.perf_counter()
         if v3:

@@ -13,6 +13,7 @@ import aiohttp
 from ..bitrix import OAuthClient, RestClient
 from ..settings import Settings
 from ..store import Cipher, ReadCache, Store, database_url, load_master_key
+from ._activity import Activity
 from ._connect import Connector
 from ._dispatcher import Dispatcher
 from ._events import Events
@@ -49,6 +50,7 @@ class Gateway:
     jobs: JobRunner
     events: Events
     pusher: Pusher
+    activity: Activity
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -120,6 +122,7 @@ class Gateway:
             jobs=JobRunner(store, dispatcher, settings, holder, reads),
             events=events,
             pusher=Pusher(store, events, session),
+            activity=Activity(store),
         )
 
     def start_background(self) -> None:
@@ -127,6 +130,7 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self.jobs.run(), name="b24gate-jobs"))
         self._tasks.append(asyncio.create_task(self.events.run(), name="b24gate-events"))
         self._tasks.append(asyncio.create_task(self.pusher.run(), name="b24gate-push"))
+        self._tasks.append(asyncio.create_task(self.activity.run(), name="b24gate-activity"))
 
     async def _keep_alive_loop(self) -> None:
         while True:

@@ -50,6 +50,17 @@ class OperatingBudget:
         """The operating time a method of ``portal`` may spend in 10 minutes, as far as known."""
         return self._limit.get(portal.id, OPERATING_LIMIT)
 
+    def usage(self, portal: Portal) -> dict[str, tuple[float, float | None]]:
+        """Each method's latest operating time (seconds in Bitrix24's 10-minute window) and
+        when part of it frees up, as this process last heard, by method."""
+        now = self._clock()
+        found: dict[str, tuple[float, float | None]] = {}
+        for (portal_id, method), seconds in sorted(self._operating.items()):
+            reset_at = self._reset_at.get((portal_id, method))
+            if portal_id == portal.id and (reset_at is None or reset_at > now):
+                found[method] = (seconds, reset_at)
+        return found
+
     def wait_for_room(self, portal: Portal, method: str, seconds: float) -> float:
         """How long to wait before ``method`` may be charged ``seconds`` more without
         coming near its budget: 0 now, else until part of the budget frees up."""

@@ -333,6 +333,11 @@ class Scheduler:
             lane.worker = asyncio.create_task(self._run(lane, plan), name=f"lane-{portal.name}")
         return await asyncio.shield(call.future)
 
+    def queue(self, portal_id: int) -> tuple[int, int]:
+        """A portal's queue right now, in this process: calls waiting, requests on their way."""
+        lane = self._lanes.get(portal_id)
+        return (0, 0) if lane is None else (lane.pending, len(lane.sending))
+
     async def book(self, portal: Portal) -> None:
         """A slot of the portal's budget for a call that goes alone, outside the lanes (a
         REST 3.0 call): wait for it, or 429 when that would take longer than ``max_wait``."""

@@ -7,6 +7,7 @@ one-time tickets and states, and the cross-process refresh lock, on SQLite or Po
 
 # The store's own errors belong to the one tree (b24gate.errors); also offered here.
 from ..errors import LockTimeout, StoreConflict
+from ._activity import ActivityStore, HourUsage, Refusal
 from ._cache import ReadCache
 from ._changes import ChangeWatch
 from ._crypto import Cipher, key_id
@@ -56,6 +57,7 @@ __all__ = [
     "NEW_KEY_FILE_NAME",
     "REFRESH_LOCK_NAMESPACE",
     "SEALED",
+    "ActivityStore",
     "Begun",
     "ChangeWatch",
     "Cipher",
@@ -64,6 +66,7 @@ __all__ = [
     "EventStore",
     "Grant",
     "Head",
+    "HourUsage",
     "IdempotencyStore",
     "JobCommand",
     "JobInfo",
@@ -79,6 +82,7 @@ __all__ = [
     "PortalState",
     "Push",
     "ReadCache",
+    "Refusal",
     "Rotation",
     "Runnable",
     "Sealed",

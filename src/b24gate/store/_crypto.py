@@ -7,6 +7,7 @@ names the key that sealed it, so that keys can be rotated later without guessing
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 from collections.abc import Mapping
@@ -64,6 +65,8 @@ class Cipher:
             self._keys.setdefault(_raw_key_id(key), AESGCM(key))
         self._current_id = _raw_key_id(ordered[0])
         self._current = self._keys[self._current_id]
+        # The root of derive(): a one-way function of the current key, not the key itself.
+        self._derive_root = hashlib.sha256(b"b24gate-derive" + ordered[0]).digest()
 
     def __repr__(self) -> str:
         return f"<Cipher current key {self.current_key_id}>"
@@ -71,6 +74,11 @@ class Cipher:
     @property
     def current_key_id(self) -> str:
         return self._current_id.hex()
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A 32-byte key for ``purpose`` (e.g. signing the admin page's sessions), derived
+        from the current master key: the same in every replica, useless for anything else."""
+        return hmac.new(self._derive_root, purpose, hashlib.sha256).digest()
 
     def encrypt(self, plaintext: str, *, table: str, row: str, column: str) -> bytes:
         nonce = os.urandom(_NONCE_SIZE)

@@ -159,6 +159,17 @@ class JobStore:
         async with self._engine.connect() as conn:
             return await self._info(conn, job_id, client_id)
 
+    async def latest(self, limit: int = 50) -> list[JobInfo]:
+        """The newest jobs of every client, newest first (the admin page)."""
+        async with self._engine.connect() as conn:
+            ids = (
+                await conn.execute(
+                    sa.select(jobs.c.id).order_by(jobs.c.created_at.desc()).limit(limit)
+                )
+            ).scalars()
+            found = [await self._info(conn, job_id, None) for job_id in list(ids)]
+        return [info for info in found if info is not None]
+
     async def results(self, job_id: str, *, after: int, limit: int) -> list[JobResult]:
         """The commands after index ``after``, in order, at most ``limit``."""
         query = (

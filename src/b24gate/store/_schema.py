@@ -1,4 +1,4 @@
-"""The tables of the store: one MetaData that the migrations (0001-0006) create exactly.
+"""The tables of the store: one MetaData that the migrations (0001-0007) create exactly.
 
 Secret columns (``client_secret``, ``webhook_url``, ``application_token``, ``access_token``,
 ``refresh_token``, ``meta.value``, and what callers send and get: ``idempotency_keys.response``,
@@ -310,4 +310,34 @@ SEALED: Final = (
     Sealed(event_heads, ("handler_secret",), lambda r: str(r.portal_id)),
     Sealed(events, ("data",), lambda r: f"{r.portal_id}:{r.seq}"),
     Sealed(event_pushes, ("secret",), lambda r: f"{r.client_id}:{r.portal_id}"),
+)
+
+# Migration 0007: what the admin page shows of clients' calls (docs/admin.md). Written in
+# batches off the hot path (core/_activity.py), quietly, and pruned; never a key, a token
+# or a parameter.
+
+refused_calls = sa.Table(
+    "refused_calls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("surface", sa.String(8), nullable=False),  # api | rest
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("portal", sa.String(64), nullable=True),
+    sa.Column("method", sa.String(100), nullable=True),
+    sa.Column("address", sa.String(64), nullable=True),
+    sqlite_autoincrement=True,
+)
+
+# A client's calls and errors in one hour (``hour``: Unix time // 3600), summed over replicas.
+client_usage = sa.Table(
+    "client_usage",
+    metadata,
+    _client_key(),
+    sa.Column("hour", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("errors", sa.Integer, nullable=False),
+    sa.Column("last_used", sa.Float, nullable=False),
 )

@@ -30,6 +30,7 @@ from ..bitrix import (
     webhook_address,
 )
 from ..errors import ConfigError, StoreConflict, UnknownPortal
+from ._activity import ActivityStore
 from ._changes import ChangeWatch
 from ._crypto import KEY_MISMATCH, Cipher, blob_key_id
 from ._engine import (
@@ -214,6 +215,7 @@ class Store:
         self.idempotency = IdempotencyStore(engine, cipher, self._dialect)
         self.jobs = JobStore(engine, cipher, self._dialect)
         self.events = EventStore(engine, cipher, self._dialect)
+        self.activity = ActivityStore(engine, self._dialect)
 
     @classmethod
     async def open(cls, url: str, cipher: Cipher) -> Store:
@@ -253,6 +255,10 @@ class Store:
     @property
     def dialect(self) -> Dialect:
         return self._dialect
+
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A key for ``purpose`` derived from the master key (:meth:`Cipher.derive`)."""
+        return self._cipher.derive(purpose)
 
     async def rotate_key(self, new: Cipher, *, chunk_rows: int = CHUNK_ROWS) -> Rotation:
         """Seal every secret of the store again with ``new``'s current key, in one
@@ -616,6 +622,18 @@ class Store:
                 clients.update()
                 .where(clients.c.name == name, clients.c.revoked_at.is_(None))
                 .values(revoked_at=time.time())
+            )
+        return result.rowcount == 1
+
+    async def set_client_methods(self, name: str, methods: Sequence[str]) -> bool:
+        """Change an active client's method patterns; False when there is none of that name."""
+        values = {"methods": _join("methods", methods)}
+        _check_lengths(clients, values)
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(
+                clients.update()
+                .where(clients.c.name == name, clients.c.revoked_at.is_(None))
+                .values(**values)
             )
         return result.rowcount == 1
 
