@@ -7,7 +7,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -301,3 +305,68 @@ def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_nginx_access_log_holds_no_client_key_or_event_secret(tmp_path: Path) -> None:
+    tool = _tool("nginx", "nginx-light")
+    conf = NGINX.read_text(encoding="utf-8")
+    # The file's own map and log format, in front of a server that answers every path.
+    logging = conf[conf.index("map $uri") : conf.index("server {")]
+    port = _free_port()
+    for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / temp).mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\ndaemon off;\n"
+        "events {}\nhttp {\n"
+        + "".join(
+            f"    {t}_temp_path {tmp_path}/{t};\n" for t in ("proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        + f"    client_body_temp_path {tmp_path}/body;\n{logging}"
+        f"    server {{\n        listen 127.0.0.1:{port};\n"
+        f"        access_log {tmp_path}/access.log b24gate;\n"
+        "        location / { return 200; }\n    }\n}\n",
+        encoding="utf-8",
+    )
+    secret = "k3y0fAcl1entS3cret"
+    paths = [
+        f"/rest/1/{secret}/crm.deal.list",
+        f"/portals/main/rest/1/{secret}/crm.deal.list",
+        f"/portals/main/rest/api/1/{secret}/crm.item.list",
+        f"/rest/profile?auth={secret}",
+        f"/portals/main/rest/profile?auth={secret}",
+        f"/bitrix/events/{secret}",
+        f"/%72est/1/{secret}/profile",
+    ]
+    server = subprocess.Popen(
+        [tool, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for path in paths:
+            for _ in range(100):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5):
+                        break
+                except ConnectionRefusedError:
+                    time.sleep(0.05)
+                except urllib.error.URLError as exc:
+                    if not isinstance(exc.reason, ConnectionRefusedError):
+                        raise
+                    time.sleep(0.05)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    log = (tmp_path / "access.log").read_text(encoding="utf-8")
+    assert len(log.splitlines()) == len(paths), (tmp_path / "error.log").read_text()
+    assert secret not in log
+    # The route stays readable: which portal, and that it was the REST entrance.
+    assert "/portals/main/rest/***" in log
+    assert "/bitrix/events/***" in log
