@@ -10,4 +10,5 @@ fi
 set -a
 . /etc/b24gate/b24gate.env
 set +a
-exec runuser -u b24gate -- /opt/b24gate/venv/bin/b24gate "$@"
+# runuser by its path: cron's PATH (/usr/bin:/bin) does not hold /usr/sbin.
+exec /usr/sbin/runuser -u b24gate -- /opt/b24gate/venv/bin/b24gate "$@"

@@ -370,3 +370,14 @@ def test_nginx_access_log_holds_no_client_key_or_event_secret(tmp_path: Path) ->
     # The route stays readable: which portal, and that it was the REST entrance.
     assert "/portals/main/rest/***" in log
     assert "/bitrix/events/***" in log
+
+
+def test_the_admin_command_runs_under_crons_path() -> None:
+    # docs/deploy.md runs /usr/local/sbin/b24gate from cron, whose PATH is /usr/bin:/bin;
+    # Debian keeps runuser in /usr/sbin.
+    script = (DEPLOY / "b24gate-admin.sh").read_text(encoding="utf-8")
+    (program,) = re.findall(r"^exec (\S+)", script, re.MULTILINE)
+    if not program.startswith("/"):
+        assert shutil.which(program, path="/usr/bin:/bin"), f"{program} is not on cron's PATH"
+    elif shutil.which("runuser"):
+        assert os.access(program, os.X_OK), program
