@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from sqlalchemy.exc import OperationalError
 
 from b24gate.core import (
     Finding,
@@ -329,6 +330,18 @@ async def test_an_unreachable_database_or_redis_is_a_finding(deployment: Deploym
     assert "pg-Secret-Zq8" not in shown
     assert "redis-Secret-Zq8" not in shown
     assert await deployment.run(redis_url=REDIS_URL) == []
+
+
+async def test_a_database_failing_after_it_opened_is_a_finding(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(store: Store) -> list[Any]:
+        raise OperationalError("SELECT", {}, OSError("server closed the connection"))
+
+    monkeypatch.setattr("b24gate.core._doctor.list_portals", broken)
+    findings = await deployment.run()
+    assert [(f.code, f.severity) for f in findings] == [("store_unreadable", "high")]
+    assert "OperationalError" in findings[0].detail
 
 
 async def test_a_database_behind_the_code_until_upgraded(deployment: Deployment) -> None:

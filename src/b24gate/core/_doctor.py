@@ -27,7 +27,7 @@ from cryptography import x509
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..bitrix import REFRESH_TOKEN_LIFETIME, is_loopback
-from ..errors import ConfigError
+from ..errors import B24GateError, ConfigError
 from ..settings import Settings
 from ..store import (
     Cipher,
@@ -411,18 +411,17 @@ async def store_findings(settings: Settings, now: float) -> list[Finding]:
             store = await Store.open(url, Cipher(key))
     except (ConfigError, TimeoutError) as exc:
         reason = exc.message if isinstance(exc, ConfigError) else "timed out"
-        return [
-            Finding(
-                "store_unreadable",
-                "high",
-                "portals and clients could not be read, so they were not checked",
-                reason,
-                "fix the findings above, or the master key setting",
-            )
-        ]
+        return _store_unreadable(reason, "fix the findings above, or the master key setting")
     try:
-        portals = await list_portals(store)
-        clients = await list_clients(store)
+        async with asyncio.timeout(DATABASE_TIMEOUT):
+            portals = await list_portals(store)
+            clients = await list_clients(store)
+    except (OSError, SQLAlchemyError, TimeoutError, B24GateError) as exc:
+        # The database went away (or broke) between opening and reading: a finding too.
+        return _store_unreadable(
+            "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__,
+            "check the database and run `b24gate doctor` again",
+        )
     finally:
         await store.close()
     return portal_findings(portals, now) + client_findings(clients)
@@ -606,3 +605,15 @@ async def diagnose(
 def exit_code(findings: Iterable[Finding]) -> int:
     """1 when any finding is high, else 0: a monitor's signal."""
     return 1 if any(f.severity == "high" for f in findings) else 0
+
+
+def _store_unreadable(reason: str, fix: str) -> list[Finding]:
+    return [
+        Finding(
+            "store_unreadable",
+            "high",
+            "portals and clients could not be read, so they were not checked",
+            reason,
+            fix,
+        )
+    ]
