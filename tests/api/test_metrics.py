@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from b24gate.bitrix import REFRESH_TOKEN_LIFETIME
@@ -103,3 +104,26 @@ async def test_the_documented_alert_rules_use_metrics_the_page_serves(
         used = set(re.findall(r"\bb24gate_\w+", str(rule["expr"])))
         assert used, rule
         assert used <= served, f"{rule['alert']} uses {used - served}, not on /metrics"
+
+
+async def test_a_store_that_does_not_answer_leaves_the_rest_of_the_page(
+    make_stack: MakeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = await connected_stack(make_stack)
+    assert "b24gate_store_up 1.0" in (await page_text(stack))
+
+    async def down() -> list[object]:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(stack.gateway.store, "token_times", down)
+    text = await page_text(stack)
+    # The replica still serves its own figures; the portal figures are left out, and say so.
+    assert "b24gate_store_up 0.0" in text
+    assert "b24gate_portal_state{" not in text
+    assert "# TYPE b24gate_queue" in text
+
+
+async def page_text(stack: Stack) -> str:
+    page = await stack.http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert page.status_code == 200, page.text
+    return page.text

@@ -9,6 +9,7 @@ and every replica reports the same values.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Final, get_args
@@ -22,6 +23,7 @@ from ..bitrix import REFRESH_TOKEN_LIFETIME
 from ..core import Gateway
 from ..store import PortalState, TokenTimes
 
+log = logging.getLogger(__name__)
 _STATES: Final[tuple[PortalState, ...]] = get_args(PortalState)
 
 
@@ -65,8 +67,33 @@ class PortalFigures(Collector):
         yield from (state, access, age, death)
 
 
+class StoreUp(Collector):
+    """Whether the store answered this scrape's read."""
+
+    def __init__(self, up: bool) -> None:
+        self._up = up
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "b24gate_store_up",
+            "1 if the store answered this scrape (the portal figures come from it), 0 else",
+            value=float(self._up),
+        )
+
+
 async def scrape(gw: Gateway) -> bytes:
-    """The whole page: the process's registry, then the portals' figures (one store read)."""
+    """The whole page: the process's registry, then the portals' figures (one store read).
+
+    A store that does not answer leaves the portal figures out and says so with
+    ``b24gate_store_up 0``: the process's own figures are still served, so a running replica
+    is not taken for a dead one."""
     portals = CollectorRegistry(auto_describe=False)
-    portals.register(PortalFigures(await gw.store.token_times(), time.time()))
+    try:
+        times = await gw.store.token_times()
+    except Exception:  # any failure of the store; the gauge is the report
+        log.warning("/metrics: the store did not answer; portal figures left out", exc_info=True)
+        portals.register(StoreUp(False))
+    else:
+        portals.register(StoreUp(True))
+        portals.register(PortalFigures(times, time.time()))
     return generate_latest(REGISTRY) + generate_latest(portals)
