@@ -566,6 +566,25 @@ def test_demo_prints_a_working_curl_and_a_1c_snippet_and_stops_on_sigterm(
         assert len(data["result"]) == 25
         assert data["result"][0]["ID"] == "1"
 
+        # The admin page, and the token made for this run to sign in with.
+        admin = "".join(read_until(demo, lambda line: line.startswith("# Admin page:")))
+        found = re.search(
+            rf"# Admin page: (http://127\.0\.0\.1:{port}/admin) "
+            r"\(sign in with the admin token ([A-Za-z0-9_-]{20,})\)",
+            admin,
+        )
+        assert found is not None, admin
+        with httpx.Client(timeout=TIMEOUT) as browser:
+            signed_in = browser.post(
+                f"{found.group(1)}/sign-in",
+                data={"token": found.group(2)},
+                headers={"Origin": f"http://127.0.0.1:{port}"},
+            )
+            assert signed_in.status_code == 303, signed_in.text
+            portals = browser.get(f"{found.group(1)}/portals")
+        assert portals.status_code == 200
+        assert "state-connected'>connected</span>" in portals.text
+
         started = time.monotonic()
         demo.send_signal(signal.SIGTERM)
         assert stop(demo) == 0, (tmp_path / "demo.log").read_text()

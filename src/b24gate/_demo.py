@@ -2,13 +2,16 @@
 
 Everything a newcomer needs to see b24gate work on one machine: the portal is connected
 through the real OAuth flow (the gateway's ticket, the sandbox's authorize page, the
-gateway's callback), then a ready ``curl`` and a 1C snippet are printed.
+gateway's callback), then a ready ``curl`` and a 1C snippet are printed, and the admin
+page's address with the token to sign in (one made for this run unless
+``B24GATE_ADMIN_TOKEN`` is set).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import sys
 import time
@@ -16,6 +19,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import uvicorn
+from pydantic import SecretStr
 
 from ._http_server import server_config
 from .api import create_app
@@ -87,7 +91,23 @@ async def _connect(gateway: Gateway) -> None:
             raise B24GateError(f"the demo portal did not connect (HTTP {page.status})")
 
 
+def _admin_lines(public_url: str, token: str | None) -> str:
+    """Where the admin page is, and how to sign in: the token made for this run is printed
+    (it dies with the demo); one the administrator configured is not."""
+    how = (
+        f"sign in with the admin token {token}"
+        if token is not None
+        else "sign in with your B24GATE_ADMIN_TOKEN"
+    )
+    return f"# Admin page: {public_url}/admin ({how})\n"
+
+
 async def run_demo(settings: Settings, port: int) -> None:
+    made_token = None
+    if settings.admin_token is None:
+        # The demo's admin page needs a token: one for this run only.
+        made_token = secrets.token_urlsafe(24)
+        settings = settings.model_copy(update={"admin_token": SecretStr(made_token)})
     sandbox = SandboxServer(
         SandboxConfig(
             client_secret=new_secret(50),
@@ -121,6 +141,7 @@ async def run_demo(settings: Settings, port: int) -> None:
             file=sys.stderr,
         )
         print(_snippets(settings.public_url, issued.key), flush=True)
+        print(_admin_lines(settings.public_url, made_token), flush=True)
         print("Ctrl-C stops the demo.", file=sys.stderr, flush=True)
         _done, _ = await asyncio.wait(
             [asyncio.create_task(stop.wait()), serving], return_when=asyncio.FIRST_COMPLETED

@@ -60,6 +60,12 @@ EN: Final[dict[str, str]] = {
     "operating.none": "—",
     "connect": "Connect",
     "reauthorize": "Re-authorize",
+    "connect.title": "Connecting {name}",
+    "connect.text": (
+        "Bitrix24 opens next: sign in there as the portal's administrator and allow the "
+        "application; you come back to the gateway's page that says the portal is connected."
+    ),
+    "connect.continue": "Continue to Bitrix24",
     "clients.title": "Clients",
     "clients.new": "New client",
     "clients.none": "No clients yet.",
@@ -177,6 +183,12 @@ RU: Final[dict[str, str]] = {
     "operating.none": "—",
     "connect": "Подключить",
     "reauthorize": "Переподключить",
+    "connect.title": "Подключение {name}",
+    "connect.text": (
+        "Сейчас откроется Битрикс24: войдите как администратор портала и разрешите доступ "
+        "приложению; затем откроется страница шлюза о том, что портал подключён."
+    ),
+    "connect.continue": "Перейти в Битрикс24",
     "clients.title": "Клиенты",
     "clients.new": "Новый клиент",
     "clients.none": "Клиентов пока нет.",
