@@ -1,5 +1,5 @@
 """Every string of the admin page, in English and Russian: one dictionary per language with
-the same keys (a test holds them to each other).
+the same keys (checked when the module is imported: a missing translation fails at once).
 
 The language is the ``lang`` cookie that the page's switch sets, else the browser's
 ``Accept-Language``, else English.
@@ -256,6 +256,8 @@ RU: Final[dict[str, str]] = {
 }
 
 _TEXTS: Final = {"en": EN, "ru": RU}
+if EN.keys() != RU.keys():
+    raise RuntimeError(f"admin page strings without a translation: {EN.keys() ^ RU.keys()}")
 
 
 def texts(lang: str) -> dict[str, str]:

@@ -45,9 +45,11 @@ CALL_PORTAL: ContextVar[str | None] = ContextVar("b24gate_call_portal", default=
 class Activity:
     """One process's counts of its clients' calls, and their writer."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, buffer: int = BUFFER) -> None:
+        """``buffer``: the refusals kept between two writes (:data:`BUFFER`)."""
         self._store = store
-        self._refusals: deque[Refusal] = deque(maxlen=BUFFER)
+        self._buffer = buffer
+        self._refusals: deque[Refusal] = deque(maxlen=buffer)
         # (client id, hour) → [calls, errors, last use]
         self._usage: dict[tuple[int, int], list[float]] = {}
         self._lock = asyncio.Lock()
@@ -77,7 +79,7 @@ class Activity:
             counts[1] += failed
             counts[2] = now
         if failed and code is not None:
-            if len(self._refusals) == BUFFER:
+            if len(self._refusals) == self._buffer:
                 self.dropped += 1
             self._refusals.append(
                 Refusal(now, code, status, surface, client, portal, method, address)

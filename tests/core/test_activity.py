@@ -1,0 +1,70 @@
+"""A process's record of its clients' calls: cheap to take, bounded in a flood, written in
+one batch."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from b24gate.core import Activity
+from b24gate.store import Cipher, NewPortal, Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with await Store.open(f"sqlite:///{tmp_path}/b24gate.db", Cipher(os.urandom(32))) as s:
+        yield s
+
+
+def _refused(activity: Activity, client_id: int | None = None, status: int = 403) -> None:
+    activity.seen(
+        surface="api",
+        status=status,
+        code="method_forbidden" if status < 500 else "upstream_error",
+        client_id=client_id,
+        client="erp" if client_id else None,
+        portal="demo",
+        method="user.get",
+        address="10.0.0.1",
+    )
+
+
+async def test_a_flood_of_refusals_keeps_at_most_a_buffer_between_two_writes(
+    store: Store,
+) -> None:
+    activity = Activity(store, buffer=500)
+    started = time.perf_counter()
+    for _ in range(20_000):
+        _refused(activity)
+    # Taking a refusal is a few microseconds: a flood does not slow the calls down.
+    assert time.perf_counter() - started < 2.0
+    assert activity.dropped == 19_500
+    await activity.flush()
+    assert len(await store.activity.refusals(limit=20_000)) == 500
+    await activity.flush()  # nothing new: nothing written
+    assert len(await store.activity.refusals(limit=20_000)) == 500
+
+
+async def test_calls_and_errors_are_counted_per_client_and_hour(store: Store) -> None:
+    await store.add_portal(
+        NewPortal(
+            name="demo",
+            url="https://demo.bitrix24.ru",
+            domain="demo.bitrix24.ru",
+            client_id="app",
+            client_secret="secret",
+            oauth_url="https://oauth.bitrix.info",
+        )
+    )
+    client = await store.add_client("erp", "0123456789ab", "0" * 64, ["demo"])
+    activity = Activity(store)
+    for status in (200, 200, 403, 502):
+        _refused(activity, client.id, status)
+    (hour,) = await activity.usage(24)
+    assert (hour.client_id, hour.calls, hour.errors) == (client.id, 4, 2)
+    codes = [r.code for r in await store.activity.refusals()]
+    assert codes == ["upstream_error", "method_forbidden"]
