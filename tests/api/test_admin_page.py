@@ -187,6 +187,14 @@ async def test_a_form_without_its_check_or_from_another_origin_changes_nothing(
     assert (await _call(stack, key)).status_code == 401
 
 
+async def test_an_oversized_form_is_refused_unread(admin: Admin) -> None:
+    answer = await admin.post(
+        "/admin/clients", {"name": "big", "portals": "demo", "x": "a" * 70_000}
+    )
+    assert answer.status_code == 403
+    assert await admin.stack.gateway.store.client_by_name("big") is None
+
+
 async def test_guessing_the_token_is_limited_per_address(admin: Admin) -> None:
     guesser = await _admin(admin.stack, signed_in=False)
     for _ in range(5):
@@ -273,6 +281,10 @@ async def test_every_admin_answer_carries_the_security_headers(admin: Admin) -> 
     answers += [await admin.http.get(path) for path in PAGES]
     for answer in answers:
         _headers_ok(answer)
+    css, js, outside = answers[4], answers[5], answers[6]
+    assert (css.status_code, css.headers["content-type"].split(";")[0]) == (200, "text/css")
+    assert (js.status_code, js.headers["content-type"].split(";")[0]) == (200, "text/javascript")
+    assert outside.status_code == 404
     await stranger.http.aclose()
 
 
