@@ -50,7 +50,11 @@ from ._frame import peer
 # The largest form the page reads, and its most fields.
 FORM_LIMIT: Final = 64 * 1024
 FORM_FIELDS: Final = 20
-_STATIC: Final = {"admin.css": "text/css", "admin.js": "text/javascript"}
+_STATIC: Final = {
+    "admin.css": "text/css",
+    "admin.js": "text/javascript",
+    "icon.svg": "image/svg+xml",  # or the browser asks for /favicon.ico, a 404 on every page
+}
 # What the session keys are derived for, from the master key.
 _PURPOSE: Final = b"admin page"
 

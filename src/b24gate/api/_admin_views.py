@@ -69,6 +69,7 @@ def document(lang: str, title: str, body: Markup, *, refresh: str | None = None)
         "<!doctype html><html lang='{lang}'><head><meta charset='utf-8'>{refresh}"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         "<title>{title}</title><link rel='stylesheet' href='/admin/static/admin.css'>"
+        "<link rel='icon' href='/admin/static/icon.svg'>"
         "<script src='/admin/static/admin.js' defer></script></head><body>{body}</body></html>",
         lang=lang,
         refresh=render("<meta http-equiv='refresh' content='0;url={url}'>", url=refresh)
