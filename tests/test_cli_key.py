@@ -195,6 +195,29 @@ async def test_a_rotation_cut_short_before_the_store_was_sealed_is_undone(
     assert await grant_with(data_dir, new) == "access-Zq81"
 
 
+async def test_a_rotation_cut_short_before_the_store_ever_opened_is_undone(
+    tmp_path: Path,
+) -> None:
+    # The database was unreachable when `key rotate` began, and had never been opened: it
+    # holds no key check. The key file and the store are as they were; the stale new key
+    # is kept aside, not deleted.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    env = environment(data_dir)
+    old = os.urandom(32)
+    write_key_file(data_dir / "master.key", old)
+    stale = os.urandom(32)
+    write_key_file(data_dir / "master.key.new", stale)
+
+    done = b24gate(env, "key", "rotate", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["old_key_id"] == key_id(old)
+    assert not (data_dir / "master.key.new").exists()
+    assert read_key_file(data_dir / f"master.key.new.unused-{key_id(stale)[:8]}") == stale
+    assert b24gate(env, "portal", "list").returncode == 0
+
+
 @pytest.mark.parametrize("old_kept", [False, True])
 async def test_a_rotation_cut_short_after_the_store_was_sealed_is_finished(
     data_dir: Path, old_kept: bool

@@ -144,6 +144,11 @@ async def _settle_interrupted(url: str, data_dir: Path, old: bytes) -> KeyRotati
         return None
     new = read_key_file(pending)
     on = await store_key_id(url)
+    if on is None:
+        # No key check: the store was never opened, so nothing in it is sealed and the
+        # rotation never reached it. The new key is set aside rather than deleted.
+        pending.rename(data_dir / f"{NEW_KEY_FILE_NAME}.unused-{key_id(new)[:8]}")
+        return None
     if on == key_id(new):
         kept = install_new_key(data_dir, old)
         return KeyRotation(key_id(old), key_id(new), 0, data_dir / KEY_FILE_NAME, kept, True)
