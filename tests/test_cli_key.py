@@ -5,9 +5,11 @@ at any step is finished or undone by the next `key rotate`."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +30,7 @@ from b24gate.store import (
     read_key_file,
     write_key_file,
 )
+from b24gate.testing import free_port
 
 TIMEOUT = 30.0
 
@@ -260,3 +263,46 @@ async def test_a_rotation_that_fails_leaves_the_key_files_and_the_store_as_they_
     assert read_key_file(data_dir / "master.key") == old
     assert [name for name in os.listdir(data_dir) if "key" in name] == ["master.key"]
     assert await grant_with(data_dir, old) == "access-Zq81"
+
+
+async def _serving(data_dir: Path, key: bytes, count: int) -> None:
+    """Until the store lists ``count`` serving processes (bounded)."""
+    deadline = time.monotonic() + TIMEOUT
+    async with await Store.open(url(data_dir), Cipher(key)) as store:
+        while len(await store.serving()) != count:
+            assert time.monotonic() < deadline, "the serving processes never showed up"
+            await asyncio.sleep(0.1)
+
+
+def _start_serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "b24gate", "serve", "--port", str(free_port())],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+async def test_a_rotation_under_a_running_gateway_is_refused(data_dir: Path, how: str) -> None:
+    # A running replica holds the old key: rotated under it, it would go on writing values
+    # sealed with that key. The rotation refuses and changes nothing until it is gone.
+    env = environment(data_dir)
+    old = read_key_file(data_dir / "master.key")
+    serve = _start_serve(env)
+    try:
+        await _serving(data_dir, old, 1)
+        failed(b24gate(env, "key", "rotate"), "gateway process(es) serve from this store")
+        assert read_key_file(data_dir / "master.key") == old
+        assert not (data_dir / "master.key.new").exists()
+        assert await grant_with(data_dir, old) == "access-Zq81"
+    finally:
+        if how == "stopped":
+            serve.send_signal(signal.SIGTERM)
+        else:
+            serve.kill()  # a process that died: its presence is left behind
+        serve.wait(timeout=TIMEOUT)
+    # Stopped, it withdrew; killed, its presence names a dead process of this host.
+    done = b24gate(env, "key", "rotate")
+    assert done.returncode == 0, done.stderr
+    assert await grant_with(data_dir, read_key_file(data_dir / "master.key")) == "access-Zq81"

@@ -31,6 +31,10 @@ log = logging.getLogger("b24gate")
 KEEPALIVE_EVERY = 6 * 3600.0
 # How long a stopping gateway waits for the jobs' requests on their way.
 JOB_GRACE = 10.0
+# A serving process renews its presence in the store this often, for PRESENCE_TTL: `key
+# rotate` refuses while one is there (a process that died is forgotten PRESENCE_TTL later).
+PRESENCE_EVERY = 10.0
+PRESENCE_TTL = 30.0
 
 
 @dataclass
@@ -131,6 +135,19 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self.events.run(), name="b24gate-events"))
         self._tasks.append(asyncio.create_task(self.pusher.run(), name="b24gate-push"))
         self._tasks.append(asyncio.create_task(self.activity.run(), name="b24gate-activity"))
+        self._tasks.append(asyncio.create_task(self._presence_loop(), name="b24gate-presence"))
+
+    async def _presence_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.store.announce_serving(self.holder, PRESENCE_TTL)
+                except Exception:  # the store is away for a moment: the next round retries
+                    log.warning("could not renew this process's presence in the store")
+                await asyncio.sleep(PRESENCE_EVERY)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.withdraw_serving(self.holder))
 
     async def _keep_alive_loop(self) -> None:
         while True:

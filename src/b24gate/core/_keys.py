@@ -35,6 +35,8 @@ from ..store import (
     store_key_id,
     write_key_file,
 )
+from ._gateway import PRESENCE_TTL
+from ._jobs import dead_on_this_host
 
 
 @dataclass(frozen=True)
@@ -175,4 +177,13 @@ async def _reseal(url: str, old: bytes, new: bytes) -> Rotation:
             f"sealed with key {on}: nothing was changed"
         )
     async with await Store.open(url, Cipher(old)) as store:
+        running = [h for h in await store.serving() if not dead_on_this_host(h)]
+        if running:
+            # They hold the old key: after the rotation they would write values sealed with
+            # it, and the store would be on two keys.
+            raise ConfigError(
+                f"{len(running)} gateway process(es) serve from this store "
+                f"({', '.join(running)}): stop every replica, then rotate (a process that "
+                f"died is forgotten {PRESENCE_TTL:.0f} s later); nothing was changed"
+            )
         return await store.rotate_key(Cipher(new))

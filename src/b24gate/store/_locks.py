@@ -160,3 +160,32 @@ async def _drop_lease(engine: AsyncEngine, name: str, holder: str, what: str) ->
         return
     if result.rowcount == 0:
         logger.warning("the lease on %s expired before its holder finished", what)
+
+
+# -- which gateway processes run on this store -------------------------------------------
+
+_SERVING = "serving:"
+
+
+async def announce_serving(engine: AsyncEngine, holder: str, ttl: float) -> None:
+    """Say that the gateway process ``holder`` runs on this store, for ``ttl`` seconds."""
+    name = (_SERVING + holder)[:128]
+    async with write_transaction(engine) as conn:
+        await conn.execute(sa.delete(leases).where(leases.c.name == name))
+        await conn.execute(
+            sa.insert(leases).values(name=name, holder=holder[:64], expires_at=time.time() + ttl)
+        )
+
+
+async def withdraw_serving(engine: AsyncEngine, holder: str) -> None:
+    async with write_transaction(engine) as conn:
+        await conn.execute(sa.delete(leases).where(leases.c.name == (_SERVING + holder)[:128]))
+
+
+async def serving(engine: AsyncEngine) -> list[str]:
+    """The gateway processes that said they run on this store and have not expired."""
+    query = sa.select(leases.c.holder).where(
+        leases.c.name.startswith(_SERVING, autoescape=True), leases.c.expires_at > time.time()
+    )
+    async with engine.connect() as conn:
+        return sorted((await conn.scalars(query)).all())

@@ -45,7 +45,7 @@ from ._engine import (
 from ._events import EventStore
 from ._idempotency import IdempotencyStore
 from ._jobs import JobStore
-from ._locks import refresh_lock
+from ._locks import announce_serving, refresh_lock, serving, withdraw_serving
 from ._rotate import CHUNK_ROWS, Rotation, reseal
 from ._schema import client_portals, clients, grants, meta, oauth_states, portals, tickets
 
@@ -265,6 +265,18 @@ class Store:
         transaction (all or nothing). This store keeps the old key: close it afterwards and
         open the store with the new one."""
         return await reseal(self._engine, self._dialect, self._cipher, new, chunk_rows=chunk_rows)
+
+    async def announce_serving(self, holder: str, ttl: float) -> None:
+        """Record that the gateway process ``holder`` serves from this store for ``ttl``
+        seconds (renewed while it runs), so that a key rotation can refuse to run under it."""
+        await announce_serving(self._engine, holder, ttl)
+
+    async def withdraw_serving(self, holder: str) -> None:
+        await withdraw_serving(self._engine, holder)
+
+    async def serving(self) -> list[str]:
+        """The gateway processes serving from this store (host:pid:tag), as last announced."""
+        return await serving(self._engine)
 
     async def ping(self) -> None:
         """Ask the database a trivial question; raises (the driver's error) when it cannot
