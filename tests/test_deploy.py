@@ -4,11 +4,13 @@ tools accept, and limits that do not cut off what the gateway allows."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
-import socket
+import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 import typer.main
@@ -23,6 +26,7 @@ import yaml
 
 from b24gate.cli import app
 from b24gate.settings import Settings, load_settings
+from b24gate.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -301,19 +305,12 @@ def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_nginx_access_log_holds_no_client_key_or_event_secret(tmp_path: Path) -> None:
     tool = _tool("nginx", "nginx-light")
     conf = NGINX.read_text(encoding="utf-8")
     # The file's own map and log format, in front of a server that answers every path.
     logging = conf[conf.index("map $uri") : conf.index("server {")]
-    port = _free_port()
+    port = free_port()
     for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (tmp_path / temp).mkdir()
     (tmp_path / "nginx.conf").write_text(
@@ -375,3 +372,120 @@ def test_the_admin_command_runs_under_crons_path() -> None:
         assert shutil.which(program, path="/usr/bin:/bin"), f"{program} is not on cron's PATH"
     elif shutil.which("runuser"):
         assert os.access(program, os.X_OK), program
+
+
+def _b24gate(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "b24gate", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _wait_for(url: str, verify: ssl.SSLContext | bool = True) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url, timeout=5, verify=verify)
+            return
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.1)
+
+
+def _nginx_in_front(tmp_path: Path, upstream: int, https: int, http: int) -> tuple[Path, Path]:
+    """deploy/nginx/b24gate.conf as written, but for its certificate, log and temporary
+    paths, its ports (loopback) and its upstream (one replica on ``upstream``)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "gate.example.com")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    conf = NGINX.read_text(encoding="utf-8")
+    conf = re.sub(r"(?m)^\s*server 127\.0\.0\.1:808[23] .*\n", "", conf)
+    conf = re.sub(r"(?m)^\s*listen \[::\]:\d+.*\n", "", conf)
+    conf = (
+        conf.replace("127.0.0.1:8081", f"127.0.0.1:{upstream}")
+        .replace("listen 80;", f"listen 127.0.0.1:{http};")
+        .replace("listen 443 ssl", f"listen 127.0.0.1:{https} ssl")
+        .replace("/etc/letsencrypt/live/gate.example.com/fullchain.pem", str(tmp_path / "cert.pem"))
+        .replace("/etc/letsencrypt/live/gate.example.com/privkey.pem", str(tmp_path / "key.pem"))
+        .replace("/var/log/nginx/", f"{tmp_path}/")
+    )
+    (tmp_path / "b24gate.conf").write_text(conf, encoding="utf-8")
+    temps = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    for temp in temps:
+        (tmp_path / temp).mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\ndaemon off;\n"
+        "events {}\nhttp {\n"
+        + "".join(f"    {t}_temp_path {tmp_path}/{t};\n" for t in temps)
+        + f"    include {tmp_path}/b24gate.conf;\n}}\n",
+        encoding="utf-8",
+    )
+    return tmp_path / "nginx.conf", tmp_path / "ca.pem"
+
+
+def test_behind_the_documented_nginx_the_gateway_sees_the_callers_address(
+    tmp_path: Path,
+) -> None:
+    # The deployment drill: the env example's trusted proxies, the nginx file in front, a
+    # real `b24gate serve` behind. A key limited to an address is judged by the address
+    # nginx saw, and an X-Forwarded-For the caller made up changes nothing.
+    tool = _tool("nginx", "nginx-light")
+    upstream, https, http = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("B24GATE_")}
+    env |= {
+        "B24GATE_DATA_DIR": str(tmp_path / "data"),
+        "B24GATE_PUBLIC_URL": f"https://127.0.0.1:{https}",
+        "B24GATE_TRUSTED_PROXIES": "127.0.0.1/32,::1/128",
+    }
+    secret = tmp_path / "secret"
+    secret.write_text("an-application-secret-of-the-drill-0123456789")
+    _b24gate(env, "portal", "add", "main", "--url", "https://company.bitrix24.ru",
+             "--client-id", "local.app", "--client-secret-file", str(secret))  # fmt: skip
+    here = _b24gate(env, "client", "add", "here", "--portal", "main", "--ip", "127.0.0.1/32")
+    far = _b24gate(env, "client", "add", "far", "--portal", "main", "--ip", "10.9.9.9/32")
+    conf, ca = _nginx_in_front(tmp_path, upstream, https, http)
+    context = ssl.create_default_context(cafile=str(ca))
+    with contextlib.ExitStack() as stack:
+        for command in (
+            [sys.executable, "-m", "b24gate", "serve", "--port", str(upstream)],
+            [tool, "-p", str(tmp_path), "-c", str(conf)],
+        ):
+            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)  # fmt: skip
+            stack.callback(proc.wait, 10)
+            stack.callback(proc.terminate)
+        _wait_for(f"http://127.0.0.1:{upstream}/healthz")
+        _wait_for(f"https://127.0.0.1:{https}/healthz", context)
+
+        def call(key: str, forwarded: str | None = None) -> tuple[int, str]:
+            answer = httpx.post(
+                f"https://127.0.0.1:{https}/api/v1/call",
+                json={"portal": "main", "method": "crm.deal.list"},
+                headers={
+                    "Authorization": f"Bearer {key}",
+                    **({"X-Forwarded-For": forwarded} if forwarded else {}),
+                },
+                timeout=30,
+                verify=context,
+            )
+            return answer.status_code, answer.json().get("code", "")
+
+        # Past the address rule (the portal was never authorized: 409, not 403).
+        assert call(here) == (409, "needs_authorization")
+        assert call(here, forwarded="10.9.9.9") == (409, "needs_authorization")
+        assert call(far) == (403, "ip_forbidden")
+        assert call(far, forwarded="10.9.9.9") == (403, "ip_forbidden")
+        ready = httpx.get(f"https://127.0.0.1:{https}/readyz", timeout=10, verify=context)
+        assert ready.status_code == 200
+        assert ready.headers["Strict-Transport-Security"] == "max-age=63072000"
+        plain = httpx.get(f"http://127.0.0.1:{http}/api/v1/call", timeout=10)
+        assert plain.status_code == 301
+        assert plain.headers["Location"] == "https://127.0.0.1/api/v1/call"
