@@ -187,6 +187,28 @@ async def test_a_form_without_its_check_or_from_another_origin_changes_nothing(
     assert (await _call(stack, key)).status_code == 401
 
 
+async def test_a_cookie_or_check_that_is_not_ascii_is_refused_not_an_error(admin: Admin) -> None:
+    # hmac.compare_digest raises on str holding anything but ASCII: a 500 and a traceback
+    # in the log for whoever sends such a cookie, by the thousand.
+    stack = admin.stack
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as browser:
+        for value in (b"1.a.\xc3\xa9", b"1.a." + "\u00e9".encode() * 64):
+            answer = await browser.get(
+                "/admin/portals", headers=[(b"cookie", b"b24gate_admin=" + value)]
+            )
+            assert answer.status_code == 303, value
+    await admin.create("victim")
+    answer = await admin.http.post(
+        "/admin/clients/revoke",
+        data={"name": "victim", "confirm": "yes", "csrf": "\u00e9" * 64},
+        headers=admin.origin,
+    )
+    assert answer.status_code == 403
+    victim = await stack.gateway.store.client_by_name("victim")
+    assert victim is not None
+    assert victim.revoked_at is None
+
+
 async def test_an_oversized_form_is_refused_unread(admin: Admin) -> None:
     answer = await admin.post(
         "/admin/clients", {"name": "big", "portals": "demo", "x": "a" * 70_000}

@@ -65,7 +65,7 @@ class Sessions:
         issued, _, nonce = body.partition(".")
         if not issued.isdigit() or not nonce:
             return False
-        if not hmac.compare_digest(mac, self._mac("session:" + body)):
+        if not _same(mac, self._mac("session:" + body)):
             return False
         age = self._clock() - int(issued)
         return -CLOCK_SKEW <= age <= SESSION_TTL
@@ -74,7 +74,13 @@ class Sessions:
         return self._mac("csrf:" + cookie)
 
     def csrf_valid(self, cookie: str, given: str | None) -> bool:
-        return given is not None and hmac.compare_digest(given, self.csrf(cookie))
+        return given is not None and _same(given, self.csrf(cookie))
+
+
+def _same(given: str, expected: str) -> bool:
+    """In constant time, as bytes: ``hmac.compare_digest`` raises on a str holding anything
+    but ASCII, which a cookie or a form may (a 500 and a traceback, for anyone)."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
 
 def same_origin(public_url: str, origin: str | None, referer: str | None) -> bool:
