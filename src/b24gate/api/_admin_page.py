@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from ..core import Gateway, add_client, new_client, revoke_client, set_client_methods
-from ..errors import B24GateError
+from ..errors import B24GateError, RequestError
 from ._admin_session import SESSION_TTL, Sessions, SignInLimit, cookie_name, same_origin
 from ._admin_text import LANGUAGES, texts
 from ._admin_views import (
@@ -70,10 +70,15 @@ def _sessions(gw: Gateway) -> Sessions | None:
 
 
 async def _read_form(request: Request) -> Form:
+    """The posted form; :class:`RequestError` over :data:`FORM_LIMIT` or
+    :data:`FORM_FIELDS`."""
     raw = await read_body(request, FORM_LIMIT)
-    pairs = parse_qsl(
-        raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=FORM_FIELDS
-    )
+    try:
+        pairs = parse_qsl(
+            raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=FORM_FIELDS
+        )
+    except ValueError:  # past max_num_fields: anyone's sign-in form, so no 500
+        raise RequestError(f"a form has at most {FORM_FIELDS} fields") from None
     return dict(pairs)
 
 
@@ -111,7 +116,7 @@ def add_admin_routes(app: FastAPI) -> None:
             return refused_page(page.lang)
         try:
             form = await _read_form(request)
-        except B24GateError:  # over FORM_LIMIT
+        except B24GateError:  # over FORM_LIMIT or FORM_FIELDS
             return refused_page(page.lang)
         if not sessions.csrf_valid(page.cookie, form.get("csrf")):
             return refused_page(page.lang)
@@ -166,7 +171,7 @@ def add_admin_routes(app: FastAPI) -> None:
             return refused_page(lang)
         try:
             given = (await _read_form(request)).get("token", "")
-        except B24GateError:  # over FORM_LIMIT
+        except B24GateError:  # over FORM_LIMIT or FORM_FIELDS
             given = ""
         expected = gw.settings.admin_token
         assert expected is not None  # _sessions() found one
