@@ -68,3 +68,25 @@ async def test_hours_are_summed_over_flushes_and_replicas(store: Store) -> None:
     assert await store.activity.last_used() == {erp: 100.0, other: 50.0}
     await store.activity.prune(before=0, keep=10, hours_before=hour * 3600)
     assert [u.client_id for u in await store.activity.usage(0)] == [erp]
+
+
+async def test_text_a_database_cannot_hold_is_written_escaped(store: Store) -> None:
+    # Whoever calls `/rest/%00…` without a key chooses the method; a key's holder chooses
+    # the portal name too. A NUL (which PostgreSQL refuses in text) or a lone surrogate
+    # (which neither driver can encode) must not lose the batch it came in, with every
+    # other refusal and every client's counts of that second.
+    erp = await _client(store)
+    hour = int(time.time() // 3600)
+    hostile = Refusal(
+        time.time(), "unauthorized", 401, "rest", None, "p\x00", "a\x00b\x1b[2J\x85\ud800c", "::1"
+    )
+    honest = Refusal(time.time(), "method_forbidden", 403, "api", "erp", "demo", "user.get")
+    await store.activity.add([hostile, honest], {(erp, hour): (2, 2, 1.0)})
+    kept = await store.activity.refusals()
+    assert [r.method for r in kept] == ["user.get", "a\\x00b\\x1b[2J\\x85\\ud800c"]
+    assert kept[1].portal == "p\\x00"
+    assert [(u.calls, u.errors) for u in await store.activity.usage(hour)] == [(2, 2)]
+    # The page's filter finds the row by the text it shows, and a filter holding a NUL
+    # is a question, not an error.
+    assert await store.activity.refusals(portal="p\\x00") == [kept[1]]
+    assert await store.activity.refusals(portal="p\x00") == [kept[1]]

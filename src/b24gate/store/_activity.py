@@ -8,6 +8,7 @@ by count. The writes are quiet: nothing here is in the read cache.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,26 @@ class HourUsage:
 UsageCounts = Mapping[tuple[int, int], tuple[int, int, float]]
 
 
+# What a caller may put in a method or a portal name that a row cannot hold, or that is no
+# text to show: control characters (NUL, which PostgreSQL refuses in text, loses the whole
+# batch: every refusal and every client's counts of that second) and lone surrogates (which
+# neither driver encodes). Each is written as its escape, so the page shows what was sent.
+_UNFIT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _fit(value: str | None) -> str | None:
+    """``value`` as text every database holds: control characters and lone surrogates
+    escaped (``\\x00``)."""
+    return None if value is None else _UNFIT.sub(_escape, value)
+
+
 def _cut(value: str | None, column: sa.Column[Any]) -> str | None:
+    value = _fit(value)
     length = column.type.length if isinstance(column.type, sa.String) else None
     if value is None or length is None or len(value) <= length:
         return value
@@ -120,7 +140,8 @@ class ActivityStore:
             (refused_calls.c.portal, portal),
         ):
             if value:
-                query = query.where(column == value)
+                # As the rows were written: a NUL in a filter is a question, not an error.
+                query = query.where(column == _fit(value))
         async with self._engine.connect() as conn:
             found = (await conn.execute(query)).all()
         return [
