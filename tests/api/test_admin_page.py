@@ -209,6 +209,24 @@ async def test_a_cookie_or_check_that_is_not_ascii_is_refused_not_an_error(admin
     assert victim.revoked_at is None
 
 
+async def test_what_a_caller_without_a_key_sends_is_shown_harmless(admin: Admin) -> None:
+    stack = admin.stack
+    await stack.connect()
+    key = await stack.add_client("erp")
+    # The key in the header and, by mistake, as the path's one segment (a webhook URL
+    # without its user id or method), which the frame takes for the method; and a NUL,
+    # which PostgreSQL cannot store.
+    bearer = {"Authorization": f"Bearer {key}"}
+    for path in (f"/rest/{key}", f"/rest/{key}.json", f"/rest/{key}?auth=b24_x"):
+        assert (await stack.http.get(path, headers=bearer)).status_code >= 400, path
+    assert (await stack.http.get("/rest/1/nokey/a%00b%1B")).status_code == 401
+    page = (await admin.page("/admin/calls")).text
+    assert key not in page
+    assert key[:17] + "***" in page
+    assert "a\\x00b\\x1b" in page
+    assert "\x00" not in page
+
+
 async def test_an_oversized_form_is_refused_unread(admin: Admin) -> None:
     answer = await admin.post(
         "/admin/clients", {"name": "big", "portals": "demo", "x": "a" * 70_000}

@@ -68,3 +68,29 @@ async def test_calls_and_errors_are_counted_per_client_and_hour(store: Store) ->
     assert (hour.client_id, hour.calls, hour.errors) == (client.id, 4, 2)
     codes = [r.code for r in await store.activity.refusals()]
     assert codes == ["upstream_error", "method_forbidden"]
+
+
+async def test_a_key_sent_where_a_method_goes_is_not_kept(store: Store) -> None:
+    # `GET /rest/<key>` (the webhook URL without the user id, or the method): the path's
+    # one segment is the method the frame records, and the call is refused unread.
+    key = "b24_0123456789ab_" + "S3cr3t-_" * 5 + "xyz"
+    activity = Activity(store)
+    for method in (key, f"crm.deal.list/{key}", key[:40]):
+        activity.seen(
+            surface="rest",
+            status=401,
+            code="unauthorized",
+            client_id=None,
+            client=None,
+            portal=key,
+            method=method,
+            address="10.0.0.1",
+        )
+    await activity.flush()
+    kept = await store.activity.refusals()
+    assert [r.method for r in kept] == [
+        "b24_0123456789ab_***",
+        "crm.deal.list/b24_0123456789ab_***",
+        "b24_0123456789ab_***",
+    ][::-1]
+    assert {r.portal for r in kept} == {"b24_0123456789ab_***"}

@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import Final
 
 from ..store import HourUsage, Refusal, Store
@@ -40,6 +42,22 @@ PRUNE_EVERY: Final = 60.0
 # The portal the call being served is about: the name (or domain) the client gave, then the
 # portal it resolved to. The dispatcher sets it; the frame reads it for a refusal's row.
 CALL_PORTAL: ContextVar[str | None] = ContextVar("b24gate_call_portal", default=None)
+
+
+# A client key, or what is left of one cut short, in text a caller chose: `GET /rest/<key>`
+# (a webhook URL without its user id) makes the key the path's last segment, the method.
+# The key's id stays, to tell which key it was.
+_KEY_TEXT = re.compile(r"(b24_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
+
+
+def _masked(text: str | None) -> str | None:
+    return None if text is None else _KEY_TEXT.sub(r"\1***", text)
+
+
+def _keyless(refusal: Refusal) -> Refusal:
+    """``refusal`` with any client key in its method or portal masked (done when written,
+    a buffer's worth a second at most, not on the call's path)."""
+    return replace(refusal, method=_masked(refusal.method), portal=_masked(refusal.portal))
 
 
 class Activity:
@@ -95,7 +113,7 @@ class Activity:
             if not refusals and not usage:
                 return
             counts = {k: (int(v[0]), int(v[1]), v[2]) for k, v in usage.items()}
-            await self._store.activity.add(refusals, counts)
+            await self._store.activity.add([_keyless(r) for r in refusals], counts)
 
     async def prune(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
