@@ -9,6 +9,10 @@ spelling (``%61uth``).
 
 from __future__ import annotations
 
+import pytest
+
+from b24gate.core import hash_key
+
 from .conftest import MakeStack, Stack
 from .test_surface_hardening import url_key_client
 
@@ -109,3 +113,36 @@ async def test_the_authorization_header_is_read_one_way_everywhere(
             "/api/v1/call", json={"method": "profile"}, headers={"Authorization": header}
         )
         assert answer.status_code == 401, header
+
+
+@pytest.mark.parametrize("tail", ["A" * 43, "A-" * 21 + "A"])
+async def test_a_key_where_the_method_goes_is_never_sent_logged_or_echoed(
+    connected: tuple[Stack, str], logs: pytest.LogCaptureFixture, tail: str
+) -> None:
+    # A webhook URL without its user id (`/rest/<key>`) makes the key the path's last
+    # segment, the method; with the key also in the header, it used to go to Bitrix24 as a
+    # method name with the portal's token, and into the call log line.
+    # Both kinds of key: one that is also a well-formed method name (no `-`), which went
+    # on to Bitrix24, and one that is not.
+    stack, _ = connected
+    key = f"b24_0123456789ab_{tail}"
+    await stack.gateway.store.add_client(
+        "crafted", "0123456789ab", hash_key(key), ["demo"], [], [], False
+    )
+    before = (await stack.counters())["rest_calls"]
+    headers = {"Authorization": f"Bearer {key}"}
+    batch = {"cmd": {"a": key}}
+    for verb, path, body in (
+        ("GET", f"/rest/{key}", None),
+        ("POST", f"/rest/{key}.json", None),
+        ("POST", "/api/v1/call", {"portal": "demo", "method": key}),
+        ("POST", "/api/v1/call", {"portal": "demo", "method": "batch", "params": batch}),
+    ):
+        answer = await stack.http.request(verb, path, json=body, headers=headers)
+        # 400 invalid_method; on /rest/, Bitrix24's own answer to a bad name (404).
+        assert answer.status_code in (400, 404), answer.text
+        assert key not in answer.text
+    assert (await stack.counters())["rest_calls"] == before
+    ours = "\n".join(r.getMessage() for r in logs.records if r.name.startswith("b24gate"))
+    assert key not in ours
+    assert f"{key[:17]}***" in ours  # the call's line still says which key it was

@@ -34,7 +34,15 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from .._logs import fields_text
-from ..core import CALL_PORTAL, Activity, Gateway, authenticate, bearer, peer_address
+from ..core import (
+    CALL_PORTAL,
+    Activity,
+    Gateway,
+    authenticate,
+    bearer,
+    mask_keys,
+    peer_address,
+)
 from ..errors import B24GateError
 from ..store import Client
 from ._errors import Shape, error_response, gateway_shape
@@ -187,7 +195,7 @@ class Frame:
         fields = {
             "client": self.who,
             "portal": "-" if source is None else source.portal,
-            "method": self.method,
+            "method": mask_keys(self.method),
             "status": self.status,
             "total_ms": round((time.perf_counter() - self._started) * 1000, 1),
             "upstream_ms": 0.0 if source is None else round(source.upstream_ms, 1),

@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from ..bitrix import parse_batch, valid_method
-from ..errors import InvalidMethod, IpForbidden, MethodForbidden, Unauthorized
+from ..errors import InvalidBatch, InvalidMethod, IpForbidden, MethodForbidden, Unauthorized
 from ..store import Client
 
 KEY_PREFIX = "b24_"
@@ -38,6 +38,22 @@ def new_key() -> NewKey:
     key_id = secrets.token_hex(6)
     key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     return NewKey(key, key_id, hash_key(key))
+
+
+# A client key, or what is left of one cut short, in text a caller chose: `GET /rest/<key>`
+# (a webhook URL without its user id) makes the key the path's last segment, the method.
+_KEY_TEXT = re.compile(r"(b24_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
+
+
+def mask_keys(text: str) -> str:
+    """``text`` with every client key in it cut to ``b24_<key id>_***`` (the id tells which
+    key it was), for a log line or a record."""
+    return _KEY_TEXT.sub(r"\1***", text)
+
+
+def holds_key(text: str) -> bool:
+    """``text`` holds something shaped like a client key."""
+    return _KEY_TEXT.search(text) is not None
 
 
 def key_id_of(key: str) -> str | None:
@@ -80,8 +96,14 @@ def admit(patterns: Sequence[str], method: str, params: Mapping[str, Any]) -> Ma
         if not method_allowed(patterns, method):
             raise MethodForbidden(f"this key may not call {method}")
         return params
-    batch = parse_batch(params)
+    try:
+        batch = parse_batch(params)
+    except InvalidBatch as exc:
+        exc.message = mask_keys(exc.message)  # it quotes the command: a key stays out
+        raise
     for name in batch.methods:
+        if holds_key(name):
+            raise InvalidMethod("a client key is not a Bitrix24 method name")
         if not method_allowed(patterns, name):
             raise MethodForbidden(f"this key may not call {name}")
     return batch.params()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections import deque
 from contextvars import ContextVar
@@ -26,6 +25,7 @@ from dataclasses import replace
 from typing import Final
 
 from ..store import HourUsage, Refusal, Store
+from ._access import mask_keys
 
 log = logging.getLogger("b24gate")
 
@@ -44,14 +44,8 @@ PRUNE_EVERY: Final = 60.0
 CALL_PORTAL: ContextVar[str | None] = ContextVar("b24gate_call_portal", default=None)
 
 
-# A client key, or what is left of one cut short, in text a caller chose: `GET /rest/<key>`
-# (a webhook URL without its user id) makes the key the path's last segment, the method.
-# The key's id stays, to tell which key it was.
-_KEY_TEXT = re.compile(r"(b24_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
-
-
 def _masked(text: str | None) -> str | None:
-    return None if text is None else _KEY_TEXT.sub(r"\1***", text)
+    return None if text is None else mask_keys(text)
 
 
 def _keyless(refusal: Refusal) -> Refusal:

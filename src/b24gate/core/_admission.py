@@ -33,7 +33,7 @@ from ..errors import (
     UnknownPortal,
 )
 from ..store import Client, Portal, ReadCache
-from ._access import admit, check_address
+from ._access import admit, check_address, holds_key
 from ._hosts import host_of
 from ._webhook import fix_for
 
@@ -68,6 +68,10 @@ async def admit_calls(
         return f"commands[{i}]: " if numbered else ""
 
     for i, (method, _) in enumerate(calls):
+        if holds_key(method):
+            # `/rest/<key>` (a webhook URL without its user id) makes the key the method:
+            # never sent to Bitrix24 with the portal's token, nor echoed back.
+            raise InvalidMethod(f"{where(i)}a client key is not a Bitrix24 method name")
         if not valid_method(method):
             raise InvalidMethod(f"{where(i)}{method[:80]!r} is not a Bitrix24 method name")
         if entrance == "rest3" and method.lower() == "batch":
