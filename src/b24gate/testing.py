@@ -18,7 +18,8 @@
 - :func:`idempotency_fingerprint`: what makes two requests under one ``Idempotency-Key``
   the same request, as the store keeps it.
 - :class:`AdminSessions` and :data:`ADMIN_SESSION_TTL`: the admin page's session cookies,
-  to make one that has expired (its ``clock``).
+  to make one that has expired (its ``clock``); :class:`AdminTokenGuesses`, the budget of
+  wrong admin tokens per address.
 """
 
 from ._http_server import AccessLineRedactor, free_port, redact_target, server_config
@@ -36,6 +37,7 @@ from ._php import (
 )
 from .api._admin_session import SESSION_TTL as ADMIN_SESSION_TTL
 from .api._admin_session import Sessions as AdminSessions
+from .api._admin_session import SignInLimit as AdminTokenGuesses
 from .api._idempotency import fingerprint as idempotency_fingerprint
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "REQUEST_ID",
     "AccessLineRedactor",
     "AdminSessions",
+    "AdminTokenGuesses",
     "JsonFormatter",
     "NestingTooDeep",
     "PhpInputError",

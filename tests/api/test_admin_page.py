@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from b24gate.testing import ADMIN_SESSION_TTL, AdminSessions
+from b24gate.testing import ADMIN_SESSION_TTL, AdminSessions, AdminTokenGuesses
 
 from .conftest import MakeStack, Stack, Tls
 
@@ -272,6 +272,33 @@ async def test_guessing_the_token_is_limited_per_address(admin: Admin) -> None:
     assert "b24gate_admin" not in answer.headers.get("set-cookie", "")
     _headers_ok(answer)
     await guesser.http.aclose()
+
+
+@pytest.mark.parametrize("route", ["/metrics", "/oauth/start?portal=demo"])
+async def test_the_routes_that_take_the_admin_token_share_the_limit(
+    admin: Admin, route: str
+) -> None:
+    # /metrics and /oauth/start?portal= take the admin token too: guessing there counts
+    # against the same budget, and the sign-in form is no fresh start after it.
+    http = admin.stack.http
+    for _ in range(5):
+        answer = await http.get(route, headers={"Authorization": "Bearer wrong-guess"})
+        assert answer.status_code in (400, 403), answer.text
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    answer = await http.get(route, headers=right, follow_redirects=False)
+    assert answer.status_code == 429  # even the right token, now
+    guesser = await _admin(admin.stack, signed_in=False)
+    assert (await guesser.sign_in()).status_code == 429
+    await guesser.http.aclose()
+
+
+def test_an_ipv6_guesser_cannot_start_afresh_within_its_64() -> None:
+    limit = AdminTokenGuesses()
+    for i in range(5):
+        limit.failed(f"2001:db8:1:2::{i + 1:x}")
+    assert limit.retry_after("2001:db8:1:2:ffff::1") > 0
+    assert limit.retry_after("2001:db8:1:3::1") == 0
+    assert limit.retry_after("192.0.2.1") == 0
 
 
 async def test_a_sign_in_from_another_site_is_refused(admin: Admin) -> None:

@@ -87,7 +87,6 @@ async def _read_form(request: Request) -> Form:
 
 def add_admin_routes(app: FastAPI) -> None:
     """The admin page's routes on ``app``."""
-    sign_in_limit = SignInLimit()
 
     def gateway(request: Request) -> Gateway:
         gw: Gateway = request.app.state.gateway
@@ -162,6 +161,7 @@ def add_admin_routes(app: FastAPI) -> None:
             return off_page(lang)
         t = texts(lang)
         address = peer(request, gw) or "-"
+        sign_in_limit: SignInLimit = request.app.state.admin_token_guesses
         wait = sign_in_limit.retry_after(address)
         if wait > 0:
             retry = {"Retry-After": str(int(wait + 0.999))}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -105,7 +106,7 @@ class SignInLimit:
 
     def retry_after(self, address: str) -> float:
         """0 when ``address`` may try now, else the seconds until it may."""
-        failures = self._failures.get(address)
+        failures = self._failures.get(_bucket(address))
         if failures is None:
             return 0.0
         now = self._clock()
@@ -116,8 +117,21 @@ class SignInLimit:
         return max(1.0, failures[0] + SIGN_IN_WINDOW - now)
 
     def failed(self, address: str) -> None:
-        failures = self._failures.pop(address, None) or deque(maxlen=SIGN_IN_FAILURES)
+        bucket = _bucket(address)
+        failures = self._failures.pop(bucket, None) or deque(maxlen=SIGN_IN_FAILURES)
         failures.append(self._clock())
-        self._failures[address] = failures
+        self._failures[bucket] = failures
         while len(self._failures) > SIGN_IN_ADDRESSES:
             self._failures.popitem(last=False)
+
+
+def _bucket(address: str) -> str:
+    """What is counted: an IPv4 address, or an IPv6 address's /64 (one host, or one
+    customer of a provider, commonly holds a whole /64 and may take any address of it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -19,15 +19,23 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from .. import __version__
 from ..bitrix import is_read
 from ..core import Gateway, bearer
-from ..errors import B24GateError, Forbidden, InvalidTicket, RequestError, UnknownPortal
+from ..errors import (
+    B24GateError,
+    Forbidden,
+    InvalidTicket,
+    RateLimited,
+    RequestError,
+    UnknownPortal,
+)
 from ..settings import Settings
 from ._admin_page import add_admin_routes
+from ._admin_session import SignInLimit
 from ._body import read_body
 from ._bulk import add_bulk_routes
 from ._errors import error_response, gateway_shape, json_response, reduced_batch
 from ._events import add_event_routes
 from ._fast import FastPaths
-from ._frame import Frame, caller
+from ._frame import Frame, caller, peer
 from ._idempotency import SendHook, keyed, once
 from ._install import add_install_routes
 from ._jobs import add_job_routes
@@ -117,6 +125,9 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
     )
+    # Wrong admin tokens per address, on every route that takes one (sign-in, /metrics,
+    # /oauth/start?portal=): one budget, so no route is a way around another's limit.
+    app.state.admin_token_guesses = SignInLimit()
 
     @app.post(
         "/api/v1/call",
@@ -233,7 +244,11 @@ def create_app(
         """Prometheus metrics of the per-portal queues and of each portal's state and tokens,
         for the admin token only."""
         gw: Gateway = request.app.state.gateway
-        if not _is_admin(gw, request):
+        try:
+            admin = _is_admin(gw, request)
+        except RateLimited as exc:
+            return error_response(exc)
+        if not admin:
             return error_response(
                 Forbidden(
                     "/metrics needs `Authorization: Bearer <admin token>` (B24GATE_ADMIN_TOKEN)"
@@ -245,14 +260,24 @@ def create_app(
 
 
 def _is_admin(gw: Gateway, request: Request) -> bool:
-    """The request carries the admin token (and one is configured)."""
+    """The request carries the admin token (and one is configured).
+
+    Wrong tokens count against the caller's address in the same budget as the admin page's
+    sign-in form (:class:`SignInLimit`, on ``app.state``): past it, 429 ``rate_limited``
+    before the token is even compared, so these routes are no way around that limit."""
     expected = gw.settings.admin_token
     given = bearer(request.headers.get("authorization"))
-    return (
-        expected is not None
-        and given is not None
-        and hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
-    )
+    if expected is None or given is None:
+        return False
+    guesses: SignInLimit = request.app.state.admin_token_guesses
+    address = peer(request, gw) or "-"
+    wait = guesses.retry_after(address)
+    if wait > 0:
+        raise RateLimited("too many wrong admin tokens from this address; retry later", wait)
+    if hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        return True
+    guesses.failed(address)
+    return False
 
 
 async def _admin_ticket(gw: Gateway, request: Request) -> str:
