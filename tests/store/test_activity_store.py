@@ -56,6 +56,21 @@ async def test_pruning_keeps_the_newest_rows_within_the_age(store: Store) -> Non
     assert [r.method for r in kept] == [f"m{i}" for i in range(10)]
 
 
+async def test_a_flood_without_a_key_does_not_push_out_the_clients_refusals(
+    store: Store,
+) -> None:
+    # Anyone can send calls with no valid key; the refusals of the gateway's own clients
+    # are kept by a count of their own.
+    now = time.time()
+    mine = [Refusal(now - 100, "method_forbidden", 403, "api", "erp", "demo", "user.get")]
+    flood = [Refusal(now - 50 + i / 100, "unauthorized", 401, "rest") for i in range(50)]
+    await store.activity.add(mine + flood, {})
+    gone = await store.activity.prune(before=now - 7 * 86400, keep=10, hours_before=0)
+    assert gone == 40
+    assert await store.activity.refusals(client="erp") == mine
+    assert len(await store.activity.refusals(code="unauthorized")) == 10
+
+
 async def test_hours_are_summed_over_flushes_and_replicas(store: Store) -> None:
     erp, other = await _client(store, "erp"), await _client(store, "other")
     hour = int(time.time() // 3600)

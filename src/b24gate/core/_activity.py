@@ -61,7 +61,10 @@ class Activity:
         """``buffer``: the refusals kept between two writes (:data:`BUFFER`)."""
         self._store = store
         self._buffer = buffer
+        # Refusals of known clients, and of calls with no valid key (anyone's): a buffer
+        # each, so that a flood of the second cannot push the first out.
         self._refusals: deque[Refusal] = deque(maxlen=buffer)
+        self._strangers: deque[Refusal] = deque(maxlen=buffer)
         # (client id, hour) → [calls, errors, last use]
         self._usage: dict[tuple[int, int], list[float]] = {}
         self._lock = asyncio.Lock()
@@ -91,18 +94,18 @@ class Activity:
             counts[1] += failed
             counts[2] = now
         if failed and code is not None:
-            if len(self._refusals) == self._buffer:
+            kept = self._refusals if client is not None else self._strangers
+            if len(kept) == self._buffer:
                 self.dropped += 1
-            self._refusals.append(
-                Refusal(now, code, status, surface, client, portal, method, address)
-            )
+            kept.append(Refusal(now, code, status, surface, client, portal, method, address))
 
     async def flush(self) -> None:
         """Write what was counted since the last flush (the admin page calls it too, so
         that it shows this process's last second)."""
         async with self._lock:
-            refusals = list(self._refusals)
+            refusals = sorted([*self._refusals, *self._strangers], key=lambda r: r.at)
             self._refusals.clear()
+            self._strangers.clear()
             usage, self._usage = self._usage, {}
             if not refusals and not usage:
                 return

@@ -165,13 +165,23 @@ class ActivityStore:
             return {int(i): float(t) for i, t in (await conn.execute(query)).all()}
 
     async def prune(self, *, before: float, keep: int, hours_before: float) -> int:
-        """Forget refusals older than ``before`` or past the newest ``keep``, and hours
-        older than ``hours_before``; how many refusals went."""
+        """Forget refusals older than ``before``, and past the newest ``keep`` of each kind:
+        calls of a known client, and calls with no valid key (anyone can make those, so a
+        flood of them must not push out the refusals of the gateway's own clients); and
+        hours older than ``hours_before``. How many refusals went."""
         async with write_transaction(self._engine, notify=False) as conn:
-            newest = await conn.scalar(sa.select(sa.func.max(refused_calls.c.id)))
             where = refused_calls.c.at < before
-            if newest is not None:
-                where = where | (refused_calls.c.id <= int(newest) - keep)
+            for kind in (refused_calls.c.client.is_(None), refused_calls.c.client.is_not(None)):
+                # The id of the newest row of this kind past `keep`: it and older ones go.
+                last_kept = await conn.scalar(
+                    sa.select(refused_calls.c.id)
+                    .where(kind)
+                    .order_by(refused_calls.c.id.desc())
+                    .offset(keep)
+                    .limit(1)
+                )
+                if last_kept is not None:
+                    where = where | (kind & (refused_calls.c.id <= int(last_kept)))
             gone = await conn.execute(refused_calls.delete().where(where))
             await conn.execute(
                 client_usage.delete().where(client_usage.c.hour < int(hours_before // 3600))
