@@ -19,7 +19,8 @@
   the same request, as the store keeps it.
 - :class:`AdminSessions` and :data:`ADMIN_SESSION_TTL`: the admin page's session cookies,
   to make one that has expired (its ``clock``); :class:`AdminTokenGuesses`, the budget of
-  wrong admin tokens per address.
+  wrong admin tokens per address; :func:`admin_same_origin`, whether a form comes from the
+  admin page's own origin.
 """
 
 from ._http_server import AccessLineRedactor, free_port, redact_target, server_config
@@ -38,6 +39,7 @@ from ._php import (
 from .api._admin_session import SESSION_TTL as ADMIN_SESSION_TTL
 from .api._admin_session import Sessions as AdminSessions
 from .api._admin_session import SignInLimit as AdminTokenGuesses
+from .api._admin_session import same_origin as admin_same_origin
 from .api._idempotency import fingerprint as idempotency_fingerprint
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "RequestIdFilter",
     "TextFormatter",
     "TooManyVariables",
+    "admin_same_origin",
     "build_php_query",
     "fields_text",
     "free_port",

@@ -13,7 +13,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from b24gate.testing import ADMIN_SESSION_TTL, AdminSessions, AdminTokenGuesses
+from b24gate.testing import (
+    ADMIN_SESSION_TTL,
+    AdminSessions,
+    AdminTokenGuesses,
+    admin_same_origin,
+)
 
 from .conftest import MakeStack, Stack, Tls
 
@@ -576,3 +581,28 @@ async def test_the_page_speaks_russian(admin: Admin) -> None:
             "/admin/sign-in", headers={"Accept-Language": "de;q=1, ru-RU;q=0.9, en;q=0.5"}
         )
     assert "Токен администратора" in form.text
+
+
+@pytest.mark.parametrize(
+    ("public_url", "origin", "referer", "same"),
+    [
+        ("https://gate.example.com", "https://gate.example.com", None, True),
+        ("https://gate.example.com:443", "https://gate.example.com", None, True),
+        ("https://Gate.Example.com", "https://gate.example.com:443", None, True),
+        ("https://шлюз.рф", "https://xn--g1ah2bza.xn--p1ai", None, True),
+        ("https://gate.example.com", None, "https://gate.example.com/admin/clients", True),
+        ("https://gate.example.com", "http://gate.example.com", None, False),
+        ("https://gate.example.com", "https://gate.example.com:8443", None, False),
+        ("https://gate.example.com", "https://gate.example.com.evil.example", None, False),
+        ("https://gate.example.com", None, "https://gate.example.com.evil.example/", False),
+        ("https://gate.example.com", None, "https://gate.example.com@evil.example/", False),
+        ("https://gate.example.com", "null", "https://gate.example.com/admin", False),
+        ("https://gate.example.com", None, None, False),
+    ],
+)
+def test_a_form_is_ours_by_scheme_host_and_port_as_a_browser_names_them(
+    public_url: str, origin: str | None, referer: str | None, same: bool
+) -> None:
+    # A public URL written with its default port, in capitals or as an IDN is still the
+    # origin browsers send; a look-alike, another port or scheme, or `null` is not.
+    assert admin_same_origin(public_url, origin, referer) is same

@@ -87,13 +87,37 @@ def _same(given: str, expected: str) -> bool:
 def same_origin(public_url: str, origin: str | None, referer: str | None) -> bool:
     """A POST came from the gateway's own pages: its ``Origin`` (else its ``Referer``) is
     ``public_url``'s origin. Neither, or ``Origin: null``, is refused."""
-    parts = urlsplit(public_url)
-    ours = f"{parts.scheme}://{parts.netloc}".lower()
+    ours = _origin(public_url)
+    if ours is None:
+        return False
     if origin is not None:
-        return origin.lower() == ours
+        return _origin(origin) == ours
     if referer is not None:
-        return referer.lower().startswith(ours + "/")
+        return _origin(referer) == ours
     return False
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """Scheme, host and port as a browser's ``Origin`` names them: lower case, the host in
+    its ASCII (IDNA) form, the scheme's default port filled in. None for anything else
+    (``null``, a user name, no host)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if scheme not in _DEFAULT_PORTS or not host or parts.username is not None:
+        return None
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    return scheme, host.lower(), port if port is not None else _DEFAULT_PORTS[scheme]
 
 
 class SignInLimit:
