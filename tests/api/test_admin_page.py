@@ -429,6 +429,23 @@ async def test_sign_in_and_out(admin: Admin) -> None:
     assert (await admin.http.get("/admin/portals")).status_code == 303
 
 
+async def test_a_copy_of_a_signed_out_cookie_is_no_session(admin: Admin) -> None:
+    # Someone copied the cookie (a shared machine, a proxy log) before the administrator
+    # signed out: the copy is dead too, on this replica and any other on the same store.
+    copied = httpx.AsyncClient(
+        base_url=admin.stack.base_url, cookies=dict(admin.http.cookies), timeout=30
+    )
+    assert (await copied.get("/admin/portals")).status_code == 200
+    assert (await admin.post("/admin/sign-out", {})).status_code == 303
+    answer = await copied.get("/admin/portals")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/admin/sign-in"
+    await copied.aclose()
+    # A new sign-in is a new session.
+    assert (await admin.sign_in()).status_code == 303
+    assert (await admin.http.get("/admin/portals")).status_code == 200
+
+
 async def test_the_connect_button_runs_the_real_connect_flow(admin: Admin) -> None:
     stack = admin.stack
     page = (await admin.page("/admin/portals")).text

@@ -92,7 +92,7 @@ def add_admin_routes(app: FastAPI) -> None:
         gw: Gateway = request.app.state.gateway
         return gw
 
-    def signed_in(request: Request) -> Page | Response:
+    async def signed_in(request: Request) -> Page | Response:
         """The request's page, or the answer for one that may not see it."""
         gw = gateway(request)
         sessions = _sessions(gw)
@@ -101,12 +101,14 @@ def add_admin_routes(app: FastAPI) -> None:
         cookie = request.cookies.get(cookie_name(gw.settings.public_url))
         if cookie is None or not sessions.valid(cookie):
             return redirect("/admin/sign-in")
+        if await gw.store.signed_out(sessions.name(cookie)):
+            return redirect("/admin/sign-in")
         lang = language_of(request)
         return Page(gw, lang, texts(lang), cookie, sessions.csrf(cookie))
 
     async def posted(request: Request) -> tuple[Page, Form] | Response:
         """A signed-in POST from the page's own form, with its form; else the refusal."""
-        page = signed_in(request)
+        page = await signed_in(request)
         if isinstance(page, Response):
             return page
         sessions = _sessions(page.gw)
@@ -125,7 +127,7 @@ def add_admin_routes(app: FastAPI) -> None:
         """A GET page for signed-in administrators."""
 
         async def route(request: Request) -> Response:
-            page = signed_in(request)
+            page = await signed_in(request)
             return page if isinstance(page, Response) else await show(page, request)
 
         app.add_api_route(path, route, methods=["GET"], include_in_schema=False)
@@ -143,7 +145,7 @@ def add_admin_routes(app: FastAPI) -> None:
 
     @app.get("/admin", include_in_schema=False)
     async def admin_root(request: Request) -> Response:
-        page = signed_in(request)
+        page = await signed_in(request)
         return page if isinstance(page, Response) else redirect("/admin/portals")
 
     @app.get("/admin/sign-in", include_in_schema=False)
@@ -191,8 +193,11 @@ def add_admin_routes(app: FastAPI) -> None:
         return response
 
     async def sign_out(page: Page, form: Form, request: Request) -> Response:
-        # The browser forgets its cookie; it stays valid elsewhere until it expires (8 h)
-        # or the admin token changes: sessions are stateless (docs/admin.md).
+        # The browser forgets its cookie, and the store remembers it signed out until it
+        # would have expired, so a copy of it is no session on any replica either.
+        sessions = _sessions(page.gw)
+        assert sessions is not None  # posted() found an admin token
+        await page.gw.store.sign_out(sessions.name(page.cookie), sessions.expires_at(page.cookie))
         response = redirect("/admin/sign-in")
         response.delete_cookie(
             cookie_name(page.gw.settings.public_url),

@@ -71,6 +71,14 @@ class Sessions:
         age = self._clock() - int(issued)
         return -CLOCK_SKEW <= age <= SESSION_TTL
 
+    def name(self, cookie: str) -> str:
+        """What the store remembers of a signed-out session: not the cookie itself."""
+        return hashlib.sha256(cookie.encode()).hexdigest()[:32]
+
+    def expires_at(self, cookie: str) -> float:
+        """When a :meth:`valid` cookie stops being one (Unix time)."""
+        return int(cookie.partition(".")[0]) + SESSION_TTL
+
     def csrf(self, cookie: str) -> str:
         return self._mac("csrf:" + cookie)
 

@@ -189,3 +189,31 @@ async def serving(engine: AsyncEngine) -> list[str]:
     )
     async with engine.connect() as conn:
         return sorted((await conn.scalars(query)).all())
+
+
+# -- admin page sessions that were signed out --------------------------------------------
+
+_SIGNED_OUT = "signed-out:"
+
+
+async def sign_out(engine: AsyncEngine, session: str, until: float) -> None:
+    """Remember that ``session`` signed out, until it would have expired anyway; forget
+    the sessions whose time has passed."""
+    now = time.time()
+    async with write_transaction(engine) as conn:
+        await conn.execute(
+            sa.delete(leases).where(
+                leases.c.name.startswith(_SIGNED_OUT, autoescape=True), leases.c.expires_at < now
+            )
+        )
+        name = (_SIGNED_OUT + session)[:128]
+        await conn.execute(sa.delete(leases).where(leases.c.name == name))
+        await conn.execute(
+            sa.insert(leases).values(name=name, holder="admin page", expires_at=until)
+        )
+
+
+async def signed_out(engine: AsyncEngine, session: str) -> bool:
+    query = sa.select(leases.c.name).where(leases.c.name == (_SIGNED_OUT + session)[:128])
+    async with engine.connect() as conn:
+        return await conn.scalar(query) is not None

@@ -45,7 +45,14 @@ from ._engine import (
 from ._events import EventStore
 from ._idempotency import IdempotencyStore
 from ._jobs import JobStore
-from ._locks import announce_serving, refresh_lock, serving, withdraw_serving
+from ._locks import (
+    announce_serving,
+    refresh_lock,
+    serving,
+    sign_out,
+    signed_out,
+    withdraw_serving,
+)
 from ._rotate import CHUNK_ROWS, Rotation, reseal
 from ._schema import client_portals, clients, grants, meta, oauth_states, portals, tickets
 
@@ -277,6 +284,14 @@ class Store:
     async def serving(self) -> list[str]:
         """The gateway processes serving from this store (host:pid:tag), as last announced."""
         return await serving(self._engine)
+
+    async def sign_out(self, session: str, until: float) -> None:
+        """Remember that the admin page's session ``session`` (a digest, not the cookie)
+        signed out, until ``until``, when it would have expired anyway."""
+        await sign_out(self._engine, session, until)
+
+    async def signed_out(self, session: str) -> bool:
+        return await signed_out(self._engine, session)
 
     async def ping(self) -> None:
         """Ask the database a trivial question; raises (the driver's error) when it cannot
