@@ -395,11 +395,14 @@ async def test_the_session_cookie_is_httponly_strict_and_secure_under_https(
     assert "Secure" not in cookie
     secure = await _admin(await make_stack(tls=tls, admin_token=TOKEN), signed_in=False)
     cookie = (await secure.sign_in()).headers["set-cookie"]
+    lang = (await secure.http.get("/admin/lang/ru")).headers["set-cookie"]
     await secure.http.aclose()
     assert cookie.startswith("__Host-b24gate_admin=")
     for flag in ("HttpOnly", "Path=/", "SameSite=strict", "Secure"):
         assert flag in cookie
     assert "Domain" not in cookie
+    assert lang.startswith("lang=ru")
+    assert "Secure" in lang
 
 
 async def test_the_language_switch_goes_only_to_admin_pages(admin: Admin) -> None:

@@ -219,7 +219,13 @@ def add_admin_routes(app: FastAPI) -> None:
         response = redirect(wanted)
         if lang in LANGUAGES:
             response.set_cookie(
-                "lang", lang, max_age=365 * 86400, path="/admin", httponly=True, samesite="lax"
+                "lang",
+                lang,
+                max_age=365 * 86400,
+                path="/admin",
+                secure=gateway(request).settings.public_url.startswith("https://"),
+                httponly=True,
+                samesite="lax",
             )
         return response
 
