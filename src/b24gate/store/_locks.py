@@ -170,7 +170,7 @@ _SERVING = "serving:"
 async def announce_serving(engine: AsyncEngine, holder: str, ttl: float) -> None:
     """Say that the gateway process ``holder`` runs on this store, for ``ttl`` seconds."""
     name = (_SERVING + holder)[:128]
-    async with write_transaction(engine) as conn:
+    async with write_transaction(engine, notify=False) as conn:
         await conn.execute(sa.delete(leases).where(leases.c.name == name))
         await conn.execute(
             sa.insert(leases).values(name=name, holder=holder[:64], expires_at=time.time() + ttl)
@@ -178,7 +178,7 @@ async def announce_serving(engine: AsyncEngine, holder: str, ttl: float) -> None
 
 
 async def withdraw_serving(engine: AsyncEngine, holder: str) -> None:
-    async with write_transaction(engine) as conn:
+    async with write_transaction(engine, notify=False) as conn:
         await conn.execute(sa.delete(leases).where(leases.c.name == (_SERVING + holder)[:128]))
 
 
@@ -200,7 +200,7 @@ async def sign_out(engine: AsyncEngine, session: str, until: float) -> None:
     """Remember that ``session`` signed out, until it would have expired anyway; forget
     the sessions whose time has passed."""
     now = time.time()
-    async with write_transaction(engine) as conn:
+    async with write_transaction(engine, notify=False) as conn:
         await conn.execute(
             sa.delete(leases).where(
                 leases.c.name.startswith(_SIGNED_OUT, autoescape=True), leases.c.expires_at < now
