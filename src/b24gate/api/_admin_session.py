@@ -1,12 +1,13 @@
 """The admin page's sign-in: a signed session cookie, the forms' CSRF check, and the limit
 on failed sign-ins.
 
-The session is stateless, so it works across replicas: ``<issued at>.<nonce>.<signature>``,
+The session is a signed cookie, so any replica can check it: ``<issued at>.<nonce>.<signature>``,
 signed with HMAC-SHA256 under a key derived from the master key *and* the admin token
 (changing the token signs everyone out), valid :data:`SESSION_TTL`. A form's CSRF token is
 an HMAC of the session under the same key; a POST must carry it and come from the gateway's
-own origin (``public_url``). Signing out removes the cookie from the browser; a cookie
-copied before stays valid until it expires or the admin token changes.
+own origin (``public_url``). Signing out removes the cookie from the browser, and the store
+remembers the session (:meth:`Sessions.name`, not the cookie) as signed out until it would
+have expired, so a copy taken before is refused on every replica (``_admin_page.py``).
 """
 
 from __future__ import annotations
@@ -129,8 +130,10 @@ def _origin(url: str) -> tuple[str, str, int] | None:
 
 
 class SignInLimit:
-    """At most :data:`SIGN_IN_FAILURES` failed sign-ins a minute per address, in this
-    process (each replica counts its own); the oldest addresses are forgotten first."""
+    """At most :data:`SIGN_IN_FAILURES` wrong admin tokens a minute per address, in this
+    process (each replica counts its own), on every route that takes the token: the
+    sign-in form, ``/metrics`` and ``/oauth/start?portal=`` (one instance on ``app.state``);
+    the oldest addresses are forgotten first."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
