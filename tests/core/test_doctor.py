@@ -316,6 +316,43 @@ async def test_check_url_reads_the_served_certificate(
     assert down.code == "public_url_unreachable"
 
 
+async def test_a_public_url_gone_between_its_two_looks_is_a_finding_not_a_traceback(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # The first connection (verified, refused as untrusted) reaches the TLS server; the
+    # second (unverified, to read the expiry) is hung up on, as by a host going down.
+    cert = self_signed(tmp_path / "cert.pem", 3)
+    seen = 0
+
+    async def first_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > 1:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", tls_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async with tls_server(cert) as tls_port:
+        port = free_port()
+        relay = await asyncio.start_server(first_only, "127.0.0.1", port)
+        try:
+            settings = deployment.settings(public_url=f"https://127.0.0.1:{port}")
+            findings = await diagnose(settings, check_url=True)
+        finally:
+            relay.close()
+            await relay.wait_closed()
+    assert seen == 2
+    assert [(f.code, f.severity) for f in findings] == [("tls_certificate_untrusted", "high")]
+
+
 async def test_an_unreachable_database_or_redis_is_a_finding(deployment: Deployment) -> None:
     port = free_port()
     findings = await deployment.run(

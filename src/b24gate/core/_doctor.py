@@ -548,7 +548,10 @@ async def served_certificate_findings(settings: Settings, now: float) -> list[Fi
         unchecked = ssl.create_default_context()
         unchecked.check_hostname = False
         unchecked.verify_mode = ssl.CERT_NONE
-        der = await _peer_certificate(host, port, unchecked)
+        try:
+            der = await _peer_certificate(host, port, unchecked)
+        except (OSError, ssl.SSLError):  # gone since the first look: its expiry is unknown
+            return found
     except (OSError, ssl.SSLError) as exc:
         return [
             Finding(
