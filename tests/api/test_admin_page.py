@@ -292,6 +292,7 @@ async def test_the_routes_that_take_the_admin_token_share_the_limit(
     right = {"Authorization": f"Bearer {TOKEN}"}
     answer = await http.get(route, headers=right, follow_redirects=False)
     assert answer.status_code == 429  # even the right token, now
+    assert 1 <= int(answer.headers["retry-after"]) <= 60
     guesser = await _admin(admin.stack, signed_in=False)
     assert (await guesser.sign_in()).status_code == 429
     await guesser.http.aclose()

@@ -32,7 +32,7 @@ from ._admin_page import add_admin_routes
 from ._admin_session import SignInLimit
 from ._body import read_body
 from ._bulk import add_bulk_routes
-from ._errors import error_response, gateway_shape, json_response, reduced_batch
+from ._errors import error_response, gateway_shape, json_response, reduced_batch, retry_after
 from ._events import add_event_routes
 from ._fast import FastPaths
 from ._frame import Frame, caller, peer
@@ -179,7 +179,11 @@ def create_app(
                 ticket = ticket_url.split("ticket=", 1)[1]
             target = await gw.connector.start(ticket)
         except B24GateError as exc:
-            return _page("Cannot connect the portal", html.escape(exc.message), exc.status)
+            page = _page("Cannot connect the portal", html.escape(exc.message), exc.status)
+            wait = retry_after(exc, exc.status)
+            if wait is not None:
+                page.headers["Retry-After"] = str(wait)
+            return page
         # The redirect leaves the ticket's URL behind: no Referer carries it to the portal.
         return RedirectResponse(target, status_code=302, headers=PAGE_HEADERS)
 

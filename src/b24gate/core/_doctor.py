@@ -177,7 +177,8 @@ def admin_token_findings(settings: Settings) -> list[Finding]:
             Finding(
                 "admin_token_missing",
                 "info",
-                "no admin token: /metrics and the connect flow without a ticket are off",
+                "no admin token: the admin page, /metrics and the connect flow without a "
+                "ticket are off",
                 "B24GATE_ADMIN_TOKEN and B24GATE_ADMIN_TOKEN_FILE are unset",
                 fix,
             )
