@@ -195,7 +195,11 @@ async def run_callers(
     sandbox has answered a few requests, the access token expires and the other half join
     while the first may still be on their way. The answers, and the REST requests the
     sandbox had seen before the expiry."""
-    limits = httpx.Limits(max_connections=CALLERS, max_keepalive_connections=CALLERS)
+    # Idle connections are dropped by the client before uvicorn drops them (after 5 s): a
+    # request sent on a connection the server is closing at that moment fails unanswered.
+    limits = httpx.Limits(
+        max_connections=CALLERS, max_keepalive_connections=CALLERS, keepalive_expiry=2.0
+    )
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(timeout=60, limits=limits, headers=headers) as http:
 
