@@ -4,8 +4,10 @@ way leaves the store as it was."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -252,3 +254,52 @@ async def test_a_process_still_on_the_old_key_says_so_in_its_log(
         await store.grant(demo)
     assert f"sealed with master key {key_id(new_key)}" in caplog.text
     assert "restart with the new key" in caplog.text
+
+
+class HeldCipher(Cipher):
+    """A new key whose sealing stops half way until ``go`` is set: a rotation in progress,
+    its transaction open (run in a thread of its own, whose event loop it blocks)."""
+
+    def __init__(self, key: bytes, after: int) -> None:
+        super().__init__(key)
+        self.left = after
+        self.holding = threading.Event()
+        self.go = threading.Event()
+
+    def encrypt(self, plaintext: str, *, table: str, row: str, column: str) -> bytes:
+        self.left -= 1
+        if self.left == 0:
+            self.holding.set()
+            assert self.go.wait(30), "never released"
+        return super().encrypt(plaintext, table=table, row=row, column=column)
+
+
+async def test_a_process_starting_during_a_rotation_is_refused_after_it(
+    store: Store, database_url: str, cipher: Cipher
+) -> None:
+    # A replica that starts while a rotation runs must not pass its key check on the check
+    # being replaced: it would then write with a key the store no longer uses.
+    await fill(store)
+    new = HeldCipher(os.urandom(32), after=10)
+
+    def rotate() -> None:
+        async def run() -> None:
+            async with await Store.open(database_url, cipher) as rotating:
+                await rotating.rotate_key(new)
+
+        asyncio.run(run())
+
+    rotation = asyncio.create_task(asyncio.to_thread(rotate))
+    starting: asyncio.Task[Store] | None = None
+    try:
+        assert await asyncio.to_thread(new.holding.wait, 30)
+        starting = asyncio.create_task(Store.open(database_url, cipher))
+        await asyncio.sleep(0.5)
+        assert not starting.done()  # it waits for the rotation
+    finally:
+        new.go.set()
+        await rotation
+        if starting is not None and starting.done() and not starting.exception():
+            await starting.result().close()
+    with pytest.raises(ConfigError, match=r"^the master key does not match this store$"):
+        await starting

@@ -704,7 +704,14 @@ class Store:
 
     async def _check_key(self) -> None:
         query = sa.select(meta.c.value).where(meta.c.key == "key_check")
-        async with self._engine.connect() as conn:
+        # Read under a lock a key rotation holds until it commits (PostgreSQL: SHARE against
+        # its EXCLUSIVE; SQLite: the write lock), so that a process starting during one
+        # reads the check it leaves, and fails with the old key, instead of passing on the
+        # check being replaced and then writing with a key the store no longer uses.
+        async with write_transaction(self._engine, notify=False) as conn:
+            if self._dialect == "postgresql":
+                name = conn.dialect.identifier_preparer.quote(meta.name)
+                await conn.execute(sa.text(f"LOCK TABLE {name} IN SHARE MODE"))
             sealed = await conn.scalar(query)
         if sealed is None:
             # The first open of a new store leaves a verifier, so a later open with another
