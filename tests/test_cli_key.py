@@ -23,7 +23,6 @@ from b24gate.settings import load_settings
 from b24gate.store import (
     Cipher,
     Grant,
-    NewPortal,
     Store,
     key_id,
     load_master_key,
@@ -31,24 +30,8 @@ from b24gate.store import (
     write_key_file,
 )
 from b24gate.testing import free_port
-
-TIMEOUT = 30.0
-
-
-def environment(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("B24GATE_")}
-    return {**env, "B24GATE_DATA_DIR": str(data_dir), **extra}
-
-
-def b24gate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "b24gate", *args],
-        capture_output=True,
-        encoding="utf-8",
-        env=env,
-        timeout=TIMEOUT,
-        check=False,
-    )
+from tests.store.conftest import new_portal
+from tests.test_cli import TIMEOUT, b24gate, environment
 
 
 def failed(done: subprocess.CompletedProcess[str], fragment: str) -> None:
@@ -64,16 +47,7 @@ def url(data_dir: Path) -> str:
 async def fill(data_dir: Path, key: bytes) -> None:
     """A store sealed with ``key``: a portal with its secret and grant."""
     async with await Store.open(url(data_dir), Cipher(key)) as store:
-        portal = await store.add_portal(
-            NewPortal(
-                name="demo",
-                url="https://demo.bitrix24.ru",
-                domain="demo.bitrix24.ru",
-                client_id="local.demo",
-                client_secret="secret-of-demo-Zq81",
-                oauth_url="https://oauth.bitrix.info",
-            )
-        )
+        portal = await store.add_portal(new_portal())
         now = time.time()
         await store.save_grant(portal, Grant("access-Zq81", "refresh-Zq81", now + 3600, now))
 

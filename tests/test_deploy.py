@@ -27,6 +27,7 @@ import yaml
 from b24gate.cli import app
 from b24gate.settings import Settings, load_settings
 from b24gate.testing import free_port
+from tests.test_cli import b24gate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -375,14 +376,7 @@ def test_the_admin_command_runs_under_crons_path() -> None:
 
 
 def _b24gate(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "b24gate", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=60,
-    )
+    done = b24gate(env, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

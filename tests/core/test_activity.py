@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from b24gate.core import Activity
-from b24gate.store import Cipher, Client, NewPortal, Store
+from b24gate.store import Cipher, Client, Store
+from tests.store.conftest import new_portal
 
 
 @pytest.fixture
@@ -20,16 +21,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def _erp(store: Store) -> Client:
-    await store.add_portal(
-        NewPortal(
-            name="demo",
-            url="https://demo.bitrix24.ru",
-            domain="demo.bitrix24.ru",
-            client_id="app",
-            client_secret="secret",
-            oauth_url="https://oauth.bitrix.info",
-        )
-    )
+    await store.add_portal(new_portal())
     return await store.add_client("erp", "0123456789ab", "0" * 64, ["demo"])
 
 
