@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Final
 from urllib.parse import urlsplit
+
+from ..core import address_bucket
 
 SESSION_TTL: Final = 8 * 3600.0
 # A session issued "in the future" by a replica whose clock is ahead is still accepted.
@@ -141,7 +142,7 @@ class SignInLimit:
 
     def retry_after(self, address: str) -> float:
         """0 when ``address`` may try now, else the seconds until it may."""
-        failures = self._failures.get(_bucket(address))
+        failures = self._failures.get(address_bucket(address))
         if failures is None:
             return 0.0
         now = self._clock()
@@ -152,21 +153,9 @@ class SignInLimit:
         return max(1.0, failures[0] + SIGN_IN_WINDOW - now)
 
     def failed(self, address: str) -> None:
-        bucket = _bucket(address)
+        bucket = address_bucket(address)
         failures = self._failures.pop(bucket, None) or deque(maxlen=SIGN_IN_FAILURES)
         failures.append(self._clock())
         self._failures[bucket] = failures
         while len(self._failures) > SIGN_IN_ADDRESSES:
             self._failures.popitem(last=False)
-
-
-def _bucket(address: str) -> str:
-    """What is counted: an IPv4 address, or an IPv6 address's /64 (one host, or one
-    customer of a provider, commonly holds a whole /64 and may take any address of it)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if ip.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)

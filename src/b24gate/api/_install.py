@@ -11,7 +11,6 @@ with PHP's own caps before anything else happens.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -24,7 +23,7 @@ from starlette.responses import Response
 from .._json import read_json, without_bom
 from .._logs import field
 from .._php import parse_php_query
-from ..core import Gateway
+from ..core import Gateway, address_bucket
 from ..errors import InvalidJson, RateLimited
 from ._body import read_body
 from ._errors import json_response
@@ -40,7 +39,6 @@ EVENT_BURST = 20
 EVENTS_PER_MINUTE = 20.0
 # How many addresses are remembered; past it the least recently seen is forgotten first.
 TRACKED_PEERS = 10_000
-_MAX_KEY = 64  # characters of a source that is not an IP address
 
 
 class PeerBudget:
@@ -67,7 +65,7 @@ class PeerBudget:
 
     def take(self, peer: str) -> float:
         """Spend one event of ``peer``'s budget: 0.0, or the seconds until one is free."""
-        key = _bucket_key(peer)
+        key = address_bucket(peer)
         now = self._clock()
         tokens, since, logged = self._buckets.pop(key, (self._burst, now, False))
         tokens = min(self._burst, tokens + (now - since) * self._rate)
@@ -83,21 +81,6 @@ class PeerBudget:
         while len(self._buckets) > self._peers:
             self._buckets.popitem(last=False)
         return wait
-
-
-def _bucket_key(peer: str) -> str:
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        # Not an address: a hop a trusted proxy forwarded as it was written (nginx's
-        # "unknown", an obfuscated name). Its own bucket, of bounded size: it is a key in
-        # memory and a value in the log line.
-        return peer[:_MAX_KEY]
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
 
 
 def parse_event(raw: bytes, content_type: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from ..bitrix import WebhookAddress, oauth_address, portal_address, webhook_addr
 from ..errors import ConnectError, EventRefused, EventUnverifiable
 from ._access import (
     NewKey,
+    address_bucket,
     admit,
     authenticate,
     bearer,
@@ -145,6 +146,7 @@ __all__ = [
     "acceptable_endpoint",
     "add_client",
     "add_portal",
+    "address_bucket",
     "admit",
     "authenticate",
     "bearer",

@@ -120,6 +120,28 @@ def check_address(cidrs: Sequence[str], address: str | None) -> None:
         raise IpForbidden(f"address {ip} is not allowed for this key")
 
 
+# Characters kept of a source that is not an IP address.
+_MAX_SOURCE = 64
+
+
+def address_bucket(source: str) -> str:
+    """What a per-address budget counts ``source`` as: an IPv4 address (also one mapped
+    into IPv6), or an IPv6 address's /64, which one host (or one customer of a provider)
+    usually holds whole and may take any address of."""
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        # Not an address: a hop a trusted proxy forwarded as it was written (nginx's
+        # "unknown", an obfuscated name). Its own bucket, of bounded size: it is a key in
+        # memory and a value in a log line.
+        return source[:_MAX_SOURCE]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 def peer_address(
     peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[str]
 ) -> str | None:
